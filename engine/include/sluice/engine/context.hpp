@@ -1,0 +1,119 @@
+#pragma once
+
+#include <any>
+#include <cstddef>
+#include <cstdint>
+#include <ranges>
+#include <span>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <sluice/engine/options.hpp>
+
+namespace sluice {
+
+/// Identifies one upstream subscription of a consumer instance. Dense from 0.
+using SubscriptionId = std::uint32_t;
+
+/// Why handle_cancel is called.
+struct CancelInfo {
+  enum class Origin : std::uint8_t {
+    producer_ended,   ///< the producer ended the subscription (GenStage {:down, reason})
+    cancelled,        ///< the subscription was cancelled (GenStage {:cancel, reason})
+  };
+  Origin origin = Origin::producer_ended;
+  Reason reason;
+  SubscriptionId subscription = 0;  ///< on a consumer side: which upstream subscription
+  std::size_t subscriber = 0;       ///< on a producer side: which subscriber left
+  bool upstream = true;  ///< true: one of our producers; false: one of our consumers
+};
+
+/// What handle_subscribe is told (GenStage handle_subscribe/4).
+struct SubscribeInfo {
+  bool upstream = true;             ///< true: we subscribed to a producer; false: a consumer to us
+  SubscriptionId subscription = 0;  ///< consumer side: our subscription (for ask/cancel)
+  std::size_t subscriber = 0;       ///< producer side: the subscriber's id
+  std::string_view peer;            ///< the other stage's name
+  SubscriptionOptions options;
+};
+
+namespace detail {
+/// Where a callback's emitted events wait for dispatch (a placeholder type for consumers).
+template <class Out>
+using Staged = std::vector<std::conditional_t<std::is_void_v<Out>, char, Out>>;
+
+/// The non-typed operations a stage callback may ask of its cell. Owner thread only.
+class CellControl {
+ public:
+  virtual std::string_view name() const noexcept = 0;
+  virtual std::size_t instance() const noexcept = 0;
+  virtual void post_info(std::any message) = 0;
+  virtual void finish() = 0;
+  virtual void stop(Reason reason) = 0;
+  virtual void set_demand_mode(DemandMode mode) = 0;
+  virtual DemandMode demand_mode() const = 0;
+  virtual void ask(SubscriptionId subscription, std::int64_t n) = 0;
+  virtual void cancel(SubscriptionId subscription, Reason reason) = 0;
+  virtual std::size_t buffered_count() const = 0;
+
+ protected:
+  ~CellControl() = default;
+};
+}  // namespace detail
+
+/// What a stage callback may do. Passed to every callback; valid only during that call.
+/// Owner stage only (the thread running the callback); never blocks; emit appends to a buffer
+/// that is reused from call to call (no allocation in steady state).
+template <class Out>
+class Context {
+ public:
+  Context(detail::CellControl& cell, detail::Staged<Out>* staged) noexcept
+      : cell_(&cell), staged_(staged) {}
+
+  /// Emits one event. Producers and producer_consumers only. Events are dispatched when the
+  /// callback returns; beyond demand they go to the producer's buffer.
+  template <class E = Out>
+    requires(!std::is_void_v<E>)
+  void emit(E event) {
+    staged_->push_back(std::move(event));
+  }
+
+  /// Emits every element of `range` (moved if it is an rvalue range).
+  template <std::ranges::input_range R>
+    requires(!std::is_void_v<Out>)
+  void emit_all(R&& range) {
+    for (auto&& e : range)
+      staged_->push_back(std::forward<decltype(e)>(e));
+  }
+
+  /// No more events will follow those emitted so far: the stage ends normally once they have
+  /// been dispatched (GenStage's `async_info(self(), :stop)` idiom of from_enumerable).
+  void finish() { cell_->finish(); }
+  /// Stops the stage now with `reason` (GenStage `{:stop, reason, state}`); events emitted in
+  /// this call are dispatched first.
+  void stop(Reason reason = Reason::normal()) { cell_->stop(std::move(reason)); }
+  /// Delivers `message` to this stage's handle_info after the events buffered now have been
+  /// dispatched (GenStage async_info/2).
+  void async_info(std::any message) { cell_->post_info(std::move(message)); }
+  /// Producer only: forward or accumulate demand (GenStage demand/2).
+  void set_demand_mode(DemandMode mode) { cell_->set_demand_mode(mode); }
+  DemandMode demand_mode() const { return cell_->demand_mode(); }
+  /// Manual demand: asks the producer of `subscription` for `n` more events (GenStage ask/3).
+  void ask(SubscriptionId subscription, std::int64_t n) { cell_->ask(subscription, n); }
+  /// Cancels an upstream subscription (GenStage cancel/2).
+  void cancel(SubscriptionId subscription, Reason reason = Reason::normal()) {
+    cell_->cancel(subscription, std::move(reason));
+  }
+  /// Events in the output buffer (GenStage estimate_buffered_count/1).
+  std::size_t buffered_count() const { return cell_->buffered_count(); }
+  std::string_view name() const noexcept { return cell_->name(); }
+  std::size_t instance() const noexcept { return cell_->instance(); }
+
+ private:
+  detail::CellControl* cell_;
+  detail::Staged<Out>* staged_;
+};
+
+}  // namespace sluice

@@ -1,0 +1,858 @@
+#pragma once
+
+#include <algorithm>
+#include <any>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <sluice/engine/context.hpp>
+#include <sluice/engine/detail/cell_base.hpp>
+#include <sluice/engine/detail/consumer_demand.hpp>
+#include <sluice/engine/detail/edge.hpp>
+#include <sluice/engine/detail/fifo.hpp>
+#include <sluice/engine/dispatcher.hpp>
+#include <sluice/engine/options.hpp>
+
+namespace sluice::detail {
+
+struct Nothing {};
+
+// ---- optional callbacks ------------------------------------------------------------------------
+
+template <class H, class Out>
+concept HasHandleDemand = requires(H& h, Context<Out>& c) { h.handle_demand(std::size_t{}, c); };
+template <class H, class In, class Out>
+concept HasHandleEventsFrom = requires(H& h, std::span<In> s, Context<Out>& c) {
+  h.handle_events(s, SubscriptionId{}, c);
+};
+template <class H, class In, class Out>
+concept HasHandleEvents = requires(H& h, std::span<In> s, Context<Out>& c) {
+  h.handle_events(s, c);
+};
+template <class H, class Out>
+concept HasHandleInfo = requires(H& h, std::any& m, Context<Out>& c) { h.handle_info(m, c); };
+template <class H, class Out>
+concept HasHandleCancel = requires(H& h, const CancelInfo& i, Context<Out>& c) {
+  h.handle_cancel(i, c);
+};
+template <class H, class Out>
+concept HasHandleSubscribe = requires(H& h, const SubscribeInfo& i, Context<Out>& c) {
+  h.handle_subscribe(i, c);
+};
+template <class H, class Out>
+concept HasHandleDiscarded = requires(H& h, std::span<Out> s) {
+  { h.handle_discarded(s) } -> std::convertible_to<bool>;
+};
+
+/// The marker behind Context::finish(): an info message that ends the stage when delivered.
+struct FinishMarker {};
+
+/// One instance of a stage. `In` is void for producers, `Out` is void for consumers.
+///
+/// Everything here runs on the one thread that runs the cell (Schedulable guarantees it); the
+/// only shared state is in the edges (see Edge) and the published metrics.
+template <class In, class Out, class Handler>
+class Cell final : public CellBase,
+                   public std::conditional_t<std::is_void_v<In>, Nothing, InPort<In>>,
+                   public std::conditional_t<std::is_void_v<Out>, Nothing, OutPort<Out>> {
+  static constexpr bool has_in = !std::is_void_v<In>;
+  static constexpr bool has_out = !std::is_void_v<Out>;
+  using InEvent = std::conditional_t<has_in, In, char>;
+  using OutEvent = std::conditional_t<has_out, Out, char>;
+
+ public:
+  Cell(RunCore& run, std::string name, std::size_t instance, std::uint32_t index, Handler handler,
+       ProducerOptions options, std::unique_ptr<Dispatcher<OutEvent>> dispatcher)
+      : CellBase(run, std::move(name), instance, index,
+                 !has_in ? StageKind::producer
+                         : (has_out ? StageKind::producer_consumer : StageKind::consumer)),
+        handler_(std::move(handler)),
+        buffer_size_(options.buffer_size.value_or(has_in ? infinity
+                                                         : default_producer_buffer_size)),
+        keep_(options.buffer_keep),
+        mode_(options.demand),
+        dispatcher_(std::move(dispatcher)),
+        outbox_(*this) {}
+
+  // ---- wiring (before the run starts) ----------------------------------------------------------
+
+  void add_subscription(Edge<InEvent>* edge, std::string producer,
+                        const SubscriptionOptions& o) {
+    InSub s;
+    s.edge = edge;
+    s.producer = std::move(producer);
+    s.max = o.max_demand;
+    s.options = o;
+    s.demand = ConsumerDemand(o.max_demand, o.effective_min_demand());
+    s.control = o.demand;
+    s.cancel = o.cancel;
+    in_.push_back(std::move(s));
+    ++open_in_;
+  }
+
+  void add_subscriber(Edge<OutEvent>* edge, std::string consumer, const SubscriptionOptions& o,
+                      std::size_t consumer_instance) {
+    OutSub s;
+    s.edge = edge;
+    s.consumer = std::move(consumer);
+    s.options = o;
+    s.consumer_instance = consumer_instance;
+    out_.push_back(std::move(s));
+    ++open_out_;
+  }
+
+  // ---- CellControl (called by callbacks through Context) ---------------------------------------
+
+  void post_info(std::any message) override { mailbox_.push_back(std::move(message)); }
+  void finish() override { post_info(FinishMarker{}); }
+  void stop(Reason reason) override {
+    if (!stop_request_) stop_request_ = std::move(reason);
+  }
+  void set_demand_mode(DemandMode mode) override {
+    if constexpr (has_in) {
+      return;  // GenStage: a no-op on a producer_consumer
+    } else {
+      if (mode_ == DemandMode::accumulate && mode == DemandMode::forward) replay_pending_ = true;
+      mode_ = mode;
+    }
+  }
+  DemandMode demand_mode() const override { return mode_; }
+  void ask(SubscriptionId id, std::int64_t n) override {
+    if constexpr (has_in) {
+      if (id >= in_.size()) throw stage_error(name_, "ask on unknown subscription " + std::to_string(id));
+      auto& s = in_[id];
+      if (n <= 0 || !s.open) return;  // GenStage: ask(from, 0) is a no-op
+      if (s.pending + n > s.max)
+        throw stage_error(name_, "manual ask of " + std::to_string(n) + " on subscription to '" +
+                                     s.producer + "' would exceed max_demand " +
+                                     std::to_string(s.max) + " (outstanding " +
+                                     std::to_string(s.pending) + ")");
+      s.pending += n;
+      grant(s, n);
+    } else {
+      throw stage_error(name_, "ask: a producer has no subscriptions");
+    }
+  }
+  void cancel(SubscriptionId id, Reason reason) override {
+    if constexpr (has_in) {
+      if (id >= in_.size() || !in_[id].open) return;  // GenStage ignores unknown tags
+      auto& s = in_[id];
+      close_subscription(s);
+      s.edge->cancel(reason);
+      run_.notify(s.edge->producer_cell());
+      lost_.add(s.edge->discard_unread());
+      after_subscription_closed(id, CancelInfo::Origin::cancelled, reason, s.cancel, true);
+    } else {
+      throw stage_error(name_, "cancel: a producer has no subscriptions");
+    }
+  }
+  std::size_t buffered_count() const override {
+    if constexpr (has_out)
+      return buffer_.size() + held_.size() + dispatcher_->buffered();
+    else
+      return 0;
+  }
+
+ protected:
+  // ---- the scheduler's entry point -------------------------------------------------------------
+
+  bool run_quantum() override {
+    if (stopped_) return false;
+    const auto t0 = std::chrono::steady_clock::now();
+    bool more = false;
+    try {
+      if (run_.cancel_requested()) {
+        do_stop(Reason::shutdown());
+      } else {
+        if (!started_) start();
+        drain_external();
+        std::size_t budget = run_.quantum();
+        if constexpr (has_out) poll_outputs();
+        if constexpr (has_in)
+          if (!stopped_) more = poll_inputs(budget);
+        settle();
+      }
+    } catch (...) {
+      fail(std::current_exception());
+    }
+    publish_gauges();
+    busy_ns_.add(static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+            .count()));
+    return more && !stopped_;
+  }
+
+ private:
+  struct InSub {
+    Edge<InEvent>* edge = nullptr;
+    std::string producer;
+    SubscriptionOptions options;
+    std::int64_t max = 0;
+    std::int64_t pending = 0;  // manual demand: asked and not yet received
+    ConsumerDemand demand{1, 0};
+    DemandControl control = DemandControl::automatic;
+    CancelMode cancel = CancelMode::permanent;
+    bool open = true;
+  };
+  struct OutSub {
+    Edge<OutEvent>* edge = nullptr;
+    std::string consumer;
+    SubscriptionOptions options;
+    std::size_t consumer_instance = 0;
+    std::int64_t available = 0;  // credit collected from the edge and not yet spent
+    bool open = true;
+  };
+  struct AccEntry {
+    bool demand;     // true: a stored demand; false: a run of held events
+    std::int64_t n;
+  };
+
+  /// The Outbox the dispatcher talks to.
+  class OutboxImpl final : public Outbox<OutEvent> {
+   public:
+    explicit OutboxImpl(Cell& c) : c_(c) {}
+    void send(SubscriberId to, std::span<OutEvent> events) override { c_.send(to, events); }
+    void release_info(std::uint64_t token) override { c_.ready_infos_.push_back(token); }
+    void ask_on_behalf(SubscriberId of, std::size_t n) override {
+      c_.self_asks_.emplace_back(of, n);
+    }
+    void log(LogLevel level, std::string_view message) override {
+      c_.run_.log(level, "stage '" + std::string(c_.name_) + "': " + std::string(message));
+    }
+
+   private:
+    Cell& c_;
+  };
+
+  Context<Out> context() { return Context<Out>(*this, &staged_); }
+
+  // ---- start, stop, failure --------------------------------------------------------------------
+
+  void start() {
+    started_ = true;
+    if constexpr (has_out) {
+      for (SubscriberId id = 0; id < out_.size(); ++id) {
+        if constexpr (HasHandleSubscribe<Handler, Out>) {
+          SubscribeInfo si{false, 0, id, out_[id].consumer, out_[id].options};
+          invoke([&] {
+            auto ctx = context();
+            handler_.handle_subscribe(si, ctx);
+          });
+        }
+        SubscriberInfo info{id, out_[id].consumer, out_[id].options, out_[id].consumer_instance};
+        demand_path(static_cast<std::int64_t>(dispatcher_->subscribe(info, outbox_)));
+      }
+    }
+    if constexpr (has_in) {
+      for (SubscriptionId id = 0; id < in_.size(); ++id) {
+        auto& s = in_[id];
+        if constexpr (HasHandleSubscribe<Handler, Out>) {
+          SubscribeInfo si{true, id, 0, s.producer, s.options};
+          invoke([&] {
+            auto ctx = context();
+            handler_.handle_subscribe(si, ctx);
+          });
+        }
+        if (s.control == DemandControl::automatic)
+          grant(s, s.demand.subscribe());  // GenStage asks max_demand at once on subscribe
+      }
+    }
+    if constexpr (!has_in) {
+      // A producer with nothing to do yet still settles (e.g. posted infos at start).
+    }
+  }
+
+  void fail(std::exception_ptr e) {
+    std::string what = "unknown exception";
+    try {
+      std::rethrow_exception(e);
+    } catch (const stage_error& se) {
+      run_.record_error(e);
+      what = se.what();
+    } catch (const std::exception& ex) {
+      what = ex.what();
+      run_.record_error(std::make_exception_ptr(stage_error(name_, what)));
+    } catch (...) {
+      run_.record_error(std::make_exception_ptr(stage_error(name_, what)));
+    }
+    run_.log(LogLevel::error, "stage '" + name_ + "' failed: " + what);
+    try {
+      do_stop(Reason::error(what));
+    } catch (...) {  // stopping must not throw twice; the first error is already recorded
+    }
+    if (run_.fail_fast()) run_.request_cancel();
+  }
+
+  /// Stops this instance for good: ends every downstream subscription, cancels every upstream
+  /// one, and counts what it still held as lost.
+  void do_stop(const Reason& reason) {
+    if (stopped_) return;
+    stopped_ = true;
+    if constexpr (has_out) {
+      for (auto& o : out_) {
+        if (!o.open) continue;
+        o.open = false;
+        o.edge->push_end(reason);
+        run_.notify(o.edge->consumer_cell());
+      }
+      lost_.add(buffer_.size() + held_.size() + dispatcher_->buffered());
+      buffer_.clear();
+      held_.clear();
+      staged_.clear();
+    }
+    if constexpr (has_in) {
+      for (auto& s : in_) {
+        if (!s.open) continue;
+        close_subscription(s);
+        s.edge->cancel(reason);
+        run_.notify(s.edge->producer_cell());
+        lost_.add(s.edge->discard_unread());
+      }
+    }
+    publish_gauges();
+    mark_finished();
+  }
+
+  void publish_gauges() {
+    if constexpr (has_out) {
+      buffered_.set(buffer_.size() + held_.size() + dispatcher_->buffered());
+      std::int64_t d = 0;
+      for (auto& o : out_)
+        if (o.open) d += o.available;
+      demand_.set(d);
+    }
+  }
+
+  void drain_external() {
+    ExternalCommand cmd;
+    while (!stopped_ && external_.try_dequeue(cmd)) {
+      if (cmd.kind == ExternalCommand::Kind::info)
+        post_info(std::move(cmd.message));
+      else
+        set_demand_mode(cmd.mode);
+      settle();
+    }
+  }
+
+  // ---- the settle loop: what a callback left behind ---------------------------------------------
+
+  template <class F>
+  void invoke(F&& f) {
+    f();
+    settle();
+  }
+
+  void settle() {
+    if (settling_) return;  // the outer loop continues
+    settling_ = true;
+    struct Reset {
+      bool& b;
+      ~Reset() { b = false; }
+    } reset{settling_};
+    for (;;) {
+      if (stopped_) return;
+      if constexpr (has_out) {
+        if (!staged_.empty()) {
+          dispatch_staged();
+          continue;
+        }
+      }
+      if (stop_request_) {
+        Reason r = std::move(*stop_request_);
+        stop_request_.reset();
+        do_stop(r);
+        return;
+      }
+      if constexpr (has_out) {
+        if (!self_asks_.empty()) {
+          auto [id, n] = self_asks_.front();
+          self_asks_.pop_front();
+          if (id < out_.size() && out_[id].open)
+            demand_path(static_cast<std::int64_t>(dispatcher_->ask(id, n, outbox_)));
+          continue;
+        }
+        if (replay_pending_) {
+          replay_pending_ = false;
+          replay_accumulated();
+          continue;
+        }
+      }
+      if (!ready_infos_.empty()) {
+        const auto token = ready_infos_.front();
+        ready_infos_.pop_front();
+        deliver_info(token);
+        continue;
+      }
+      if (!mailbox_.empty()) {
+        std::any msg = std::move(mailbox_.front());
+        mailbox_.pop_front();
+        route_info(std::move(msg));
+        continue;
+      }
+      return;
+    }
+  }
+
+  // ---- infos (GenStage 1.9) ---------------------------------------------------------------------
+
+  /// A posted info: delivered after what is buffered now.
+  void route_info(std::any msg) {
+    const auto token = next_token_++;
+    infos_.emplace(token, std::move(msg));
+    if constexpr (has_out) {
+      if (buffer_.empty() && held_.empty()) {
+        dispatcher_->info(token, outbox_);
+      } else {
+        buffered_infos_.emplace_back(buffer_.pushed_total(), token);
+      }
+    } else {
+      ready_infos_.push_back(token);
+    }
+  }
+
+  void deliver_info(std::uint64_t token) {
+    auto it = infos_.find(token);
+    if (it == infos_.end()) return;
+    std::any msg = std::move(it->second);
+    infos_.erase(it);
+    if (msg.type() == typeid(FinishMarker)) {
+      stop(Reason::normal());
+      return;
+    }
+    if constexpr (HasHandleInfo<Handler, Out>) {
+      auto ctx = context();
+      handler_.handle_info(msg, ctx);
+    } else {
+      run_.log(LogLevel::warning, "stage '" + name_ +
+                                      "' received an info message but has no handle_info; "
+                                      "ignored");
+    }
+  }
+
+  /// Buffered infos whose events have all left the buffer become ready (in order).
+  void release_buffered_infos() {
+    if constexpr (has_out) {
+      while (!buffered_infos_.empty() && buffered_infos_.front().first <= buffer_.popped_total()) {
+        ready_infos_.push_back(buffered_infos_.front().second);
+        buffered_infos_.pop_front();
+      }
+    }
+  }
+
+  // ---- producer side ----------------------------------------------------------------------------
+
+  void poll_outputs() {
+    if constexpr (has_out) {
+      for (SubscriberId id = 0; id < out_.size() && !stopped_; ++id) {
+        auto& o = out_[id];
+        if (!o.open) continue;
+        if (o.edge->cancelled_by_consumer()) {
+          consumer_cancelled(id);
+          continue;
+        }
+        o.edge->take_asks([&](std::int64_t n) {
+          if (stopped_ || !o.open) return;
+          o.available += n;
+          demand_path(static_cast<std::int64_t>(
+              dispatcher_->ask(id, static_cast<std::size_t>(n), outbox_)));
+          settle();
+        });
+      }
+    }
+  }
+
+  void consumer_cancelled(SubscriberId id) {
+    if constexpr (has_out) {
+      auto& o = out_[id];
+      o.open = false;
+      o.available = 0;
+      --open_out_;
+      const Reason reason = o.edge->cancel_reason();
+      const auto up = dispatcher_->cancel(id, outbox_);
+      if constexpr (HasHandleCancel<Handler, Out>) {
+        CancelInfo info{CancelInfo::Origin::cancelled, reason, 0, id, false};
+        invoke([&] {
+          auto ctx = context();
+          handler_.handle_cancel(info, ctx);
+        });
+      }
+      demand_path(static_cast<std::int64_t>(up));
+      settle();
+      // A static run has no late subscribers: a producer nobody consumes from stops.
+      if (open_out_ == 0 && !stopped_) do_stop(Reason::shutdown());
+    }
+  }
+
+  /// GenStage's demand path: serve from the buffer, then forward, accumulate or count.
+  void demand_path(std::int64_t k) {
+    if constexpr (has_out) {
+      if (k <= 0 || stopped_) return;
+      k = take_from_buffer(k);
+      if (k <= 0) return;
+      if constexpr (has_in) {
+        pc_counter_ += k;
+      } else if (mode_ == DemandMode::accumulate) {
+        acc_.push_back({true, k});
+      } else {
+        invoke([&] {
+          auto ctx = context();
+          handler_.handle_demand(static_cast<std::size_t>(k), ctx);
+        });
+      }
+    }
+  }
+
+  /// Dispatches up to k buffered events, in order, releasing infos met on the way. Returns what
+  /// is left of k.
+  std::int64_t take_from_buffer(std::int64_t k) {
+    if constexpr (has_out) {
+      while (k > 0 && !buffer_.empty() && !stopped_) {
+        auto m = std::min<std::uint64_t>(buffer_.size(), static_cast<std::uint64_t>(k));
+        if (!buffered_infos_.empty())  // stop at the next info marker
+          m = std::min<std::uint64_t>(m, buffered_infos_.front().first - buffer_.popped_total());
+        if (m > 0) {
+          const auto took = dispatcher_->dispatch(buffer_.front(m), outbox_);
+          buffer_.pop_front(took);
+          k -= static_cast<std::int64_t>(took);
+          if (took < m) {
+            release_buffered_infos();
+            break;
+          }
+        }
+        release_buffered_infos();
+        settle();
+      }
+      release_buffered_infos();
+    }
+    return k;
+  }
+
+  /// Hands what the last callback emitted to the dispatcher; leftovers go to the buffer.
+  void dispatch_staged() {
+    if constexpr (has_out) {
+      if constexpr (!has_in) {
+        if (mode_ == DemandMode::accumulate) {
+          hold(std::span<OutEvent>(staged_));
+          staged_.clear();
+          return;
+        }
+      }
+      std::span<OutEvent> all(staged_);
+      const auto took = dispatcher_->dispatch(all, outbox_);
+      if constexpr (has_in)  // GenStage 1.8: the events actually sent use up downstream demand
+        pc_counter_ = std::max<std::int64_t>(pc_counter_ - static_cast<std::int64_t>(took), 0);
+      store_leftovers(all.subspan(took));
+      staged_.clear();
+    }
+  }
+
+  void store_leftovers(std::span<OutEvent> rest) {
+    if constexpr (has_out) {
+      if (rest.empty()) return;
+      const auto cap = static_cast<std::uint64_t>(buffer_size_);
+      if (keep_ == BufferKeep::first) {
+        const auto space = cap > buffer_.size() ? cap - buffer_.size() : 0;
+        const auto keep = std::min<std::uint64_t>(space, rest.size());
+        for (std::size_t i = 0; i < keep; ++i)
+          buffer_.push_back(std::move(rest[i]));
+        discard(rest.subspan(keep));
+      } else {
+        if (rest.size() >= cap) {
+          drop_front_of_buffer(buffer_.size());
+          discard(rest.first(rest.size() - cap));
+          rest = rest.subspan(rest.size() - cap);
+        } else if (buffer_.size() + rest.size() > cap) {
+          drop_front_of_buffer(buffer_.size() + rest.size() - cap);
+        }
+        for (auto& e : rest)
+          buffer_.push_back(std::move(e));
+      }
+    }
+  }
+
+  void drop_front_of_buffer(std::uint64_t n) {
+    if constexpr (has_out) {
+      while (n > 0) {
+        auto span = buffer_.front_span();
+        const auto m = std::min<std::uint64_t>(span.size(), n);
+        discard(span.first(m));
+        buffer_.pop_front(m);
+        n -= m;
+      }
+      release_buffered_infos();  // GenStage: an info behind dropped events is delivered at once
+    }
+  }
+
+  /// Events the buffer cannot keep: counted, passed to the hook, logged unless it says not to.
+  void discard(std::span<OutEvent> dropped) {
+    if constexpr (has_out) {
+      if (dropped.empty()) return;
+      dropped_.add(dropped.size());
+      bool log = true;
+      if constexpr (HasHandleDiscarded<Handler, Out>) log = handler_.handle_discarded(dropped);
+      if (log)
+        run_.log(LogLevel::warning, "stage '" + name_ + "' has discarded " +
+                                        std::to_string(dropped.size()) + " events from buffer");
+    }
+  }
+
+  /// Accumulate mode: events emitted by callbacks are held, bounded by buffer_size together with
+  /// the buffer (GenStage holds them without bound; see docs).
+  void hold(std::span<OutEvent> events) {
+    if constexpr (has_out && !has_in) {
+      const auto cap = static_cast<std::uint64_t>(buffer_size_);
+      for (auto& e : events) {
+        if (buffer_.size() + held_.size() >= cap) {
+          if (keep_ == BufferKeep::first || held_.empty()) {
+            discard(std::span<OutEvent>(&e, 1));
+            continue;
+          }
+          drop_oldest_held();
+        }
+        held_.push_back(std::move(e));
+        if (!acc_.empty() && !acc_.back().demand)
+          ++acc_.back().n;
+        else
+          acc_.push_back({false, 1});
+      }
+    }
+  }
+
+  void drop_oldest_held() {
+    if constexpr (has_out && !has_in) {
+      auto span = held_.front_span();
+      discard(span.first(1));
+      held_.pop_front(1);
+      for (auto it = acc_.begin(); it != acc_.end(); ++it) {
+        if (it->demand) continue;
+        if (--it->n == 0) acc_.erase(it);
+        break;
+      }
+    }
+  }
+
+  /// Switching back to forward: replay stored demands and held events in arrival order; demands
+  /// are not summed (GenStage "does not combine demands when accumulating").
+  void replay_accumulated() {
+    if constexpr (has_out && !has_in) {
+      while (!acc_.empty() && mode_ == DemandMode::forward && !stopped_) {
+        const AccEntry e = acc_.front();
+        acc_.pop_front();
+        if (e.demand) {
+          demand_path(e.n);
+        } else {
+          for (std::int64_t i = 0; i < e.n; ++i) {
+            staged_.push_back(std::move(held_.front_span()[0]));
+            held_.pop_front(1);
+          }
+          dispatch_staged();
+        }
+        settle();
+      }
+    }
+  }
+
+  /// Called by the dispatcher through the Outbox.
+  void send(SubscriberId to, std::span<OutEvent> events) {
+    if constexpr (has_out) {
+      if (events.empty()) return;
+      if (to >= out_.size() || !out_[to].open)
+        throw stage_error(name_, "dispatcher " + dispatcher_->name() +
+                                     " sent events to a subscriber that is not subscribed");
+      auto& o = out_[to];
+      const auto n = static_cast<std::int64_t>(events.size());
+      if (n > o.available || !o.edge->push(events))
+        throw stage_error(name_, "dispatcher " + dispatcher_->name() + " sent " +
+                                     std::to_string(n) + " events to '" + o.consumer +
+                                     "', which asked for only " + std::to_string(o.available));
+      o.available -= n;
+      events_out_.add(static_cast<std::uint64_t>(n));
+      run_.notify(o.edge->consumer_cell());
+    }
+  }
+
+  // ---- consumer side ----------------------------------------------------------------------------
+
+  void grant(InSub& s, std::int64_t n) {
+    s.edge->grant(n);
+    run_.notify(s.edge->producer_cell());
+  }
+
+  void close_subscription(InSub& s) {
+    s.open = false;
+    --open_in_;
+  }
+
+  /// Handles up to `budget` messages, round robin over subscriptions. Returns true if it stopped
+  /// because the budget ran out.
+  bool poll_inputs(std::size_t budget) {
+    if constexpr (has_in) {
+      const std::size_t n = in_.size();
+      for (std::size_t empty_in_a_row = 0; empty_in_a_row < n && !stopped_;) {
+        if constexpr (has_out)
+          if (pc_counter_ <= 0) return false;  // GenStage 1.8: wait for downstream demand
+        if (budget == 0) return true;
+        const std::size_t i = rr_;
+        rr_ = (rr_ + 1) % n;
+        auto& s = in_[i];
+        const EdgeMessage* m = s.open ? s.edge->peek() : nullptr;
+        if (m == nullptr) {
+          ++empty_in_a_row;
+          continue;
+        }
+        empty_in_a_row = 0;
+        --budget;
+        if (m->kind == EdgeMessage::Kind::end)
+          producer_ended(static_cast<SubscriptionId>(i));
+        else
+          handle_message(static_cast<SubscriptionId>(i), *m);
+        settle();
+      }
+    }
+    return false;
+  }
+
+  void call_handle_events(std::span<InEvent> events, SubscriptionId from) {
+    events_in_.add(events.size());
+    auto ctx = context();
+    if constexpr (HasHandleEventsFrom<Handler, InEvent, Out>)
+      handler_.handle_events(events, from, ctx);
+    else
+      handler_.handle_events(events, ctx);
+    settle();
+  }
+
+  /// GenStage's consumer algorithm (Utils.split_batches, GENSTAGE.md 1.5), exactly: cut the
+  /// message into chunks of max - min, compute each chunk's ask, call handle_events on each chunk
+  /// and send its ask after the call returns.
+  void handle_message(SubscriptionId id, const EdgeMessage& m) {
+    auto& s = in_[id];
+    auto events = s.edge->events_of(m);
+    const auto total = m.count;
+    if (s.control == DemandControl::manual) {
+      if (static_cast<std::int64_t>(total) > s.pending) log_excess(s, total - s.pending);
+      s.pending = std::max<std::int64_t>(s.pending - static_cast<std::int64_t>(total), 0);
+      call_handle_events(events, id);
+      s.edge->release_events(m, 0, total);
+      s.edge->pop();
+      return;
+    }
+    s.demand.begin(total);
+    std::uint32_t from = 0;
+    while (s.demand.more()) {
+      const auto chunk = s.demand.next();
+      const auto n = static_cast<std::uint32_t>(chunk.size);
+      if (chunk.excess > 0) log_excess(s, chunk.excess);
+      call_handle_events(events.subspan(from, n), id);
+      if (stopped_) return;  // do_stop released what was left
+      s.edge->release_events(m, from, from + n);
+      from += n;
+      if (chunk.ask > 0 && s.open) grant(s, chunk.ask);
+      if (!s.open) {  // the callback cancelled this subscription
+        if (from < total) {
+          s.edge->release_events(m, from, total);
+          lost_.add(total - from);
+        }
+        break;
+      }
+    }
+    if (s.open || from >= total) s.edge->pop();
+  }
+
+  void log_excess(const InSub& s, std::int64_t excess) {
+    run_.log(LogLevel::error, "stage '" + name_ + "' has received " + std::to_string(excess) +
+                                  " events in excess from: '" + s.producer + "'");
+  }
+
+  void producer_ended(SubscriptionId id) {
+    auto& s = in_[id];
+    const Reason reason = s.edge->end_reason();
+    s.edge->pop();
+    close_subscription(s);
+    after_subscription_closed(id, CancelInfo::Origin::producer_ended, reason, s.cancel, false);
+  }
+
+  /// handle_cancel, then the cancel mode (GENSTAGE.md 1.10). A producer's normal end closes only
+  /// that subscription: the stage finishes when all its inputs have ended.
+  void after_subscription_closed(SubscriptionId id, CancelInfo::Origin origin,
+                                 const Reason& reason, CancelMode mode, bool own_cancel) {
+    if constexpr (has_in) {
+      if constexpr (HasHandleCancel<Handler, Out>) {
+        CancelInfo info{origin, reason, id, 0, true};
+        invoke([&] {
+          auto ctx = context();
+          handler_.handle_cancel(info, ctx);
+        });
+        if (stopped_) return;
+      }
+      bool stop_now = false;
+      switch (mode) {
+        case CancelMode::permanent:
+          stop_now = own_cancel || !reason.is_normal();
+          break;
+        case CancelMode::transient:
+          stop_now = reason.is_error();
+          break;
+        case CancelMode::temporary:
+          break;
+      }
+      if (stop_now) {
+        stop(reason);
+        settle();
+        return;
+      }
+      if (open_in_ == 0) {
+        if constexpr (has_out)
+          finish();  // end downstream after everything emitted so far is dispatched
+        else
+          stop(Reason::normal());
+        settle();
+      }
+    }
+  }
+
+  Handler handler_;
+  const std::int64_t buffer_size_;
+  const BufferKeep keep_;
+  DemandMode mode_;
+  std::unique_ptr<Dispatcher<OutEvent>> dispatcher_;
+  OutboxImpl outbox_;
+
+  std::vector<InSub> in_;
+  std::size_t open_in_ = 0;
+  std::size_t rr_ = 0;
+  std::vector<OutSub> out_;
+  std::size_t open_out_ = 0;
+
+  Staged<Out> staged_;
+  Fifo<OutEvent> buffer_;
+  Fifo<OutEvent> held_;
+  std::deque<AccEntry> acc_;
+  std::int64_t pc_counter_ = 0;
+
+  std::deque<std::any> mailbox_;
+  std::map<std::uint64_t, std::any> infos_;
+  std::uint64_t next_token_ = 0;
+  std::deque<std::pair<std::uint64_t, std::uint64_t>> buffered_infos_;  // (position, token)
+  std::deque<std::uint64_t> ready_infos_;
+  std::deque<std::pair<SubscriberId, std::size_t>> self_asks_;
+
+  std::optional<Reason> stop_request_;
+  bool replay_pending_ = false;
+  bool started_ = false;
+  bool stopped_ = false;
+  bool settling_ = false;
+};
+
+}  // namespace sluice::detail

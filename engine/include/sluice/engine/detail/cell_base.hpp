@@ -1,0 +1,122 @@
+#pragma once
+
+#include <any>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <sluice/engine/context.hpp>
+#include <sluice/engine/detail/edge.hpp>
+#include <sluice/engine/detail/executor.hpp>
+#include <sluice/engine/detail/mpmc_queue.hpp>
+#include <sluice/engine/detail/run_core.hpp>
+#include <sluice/engine/metrics.hpp>
+
+namespace sluice::detail {
+
+/// A counter written by one thread and read approximately by others (metrics). No RMW.
+template <class T>
+class OwnedCounter {
+ public:
+  void add(T n) noexcept {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);  // single writer
+  }
+  void set(T n) noexcept { v_.store(n, std::memory_order_relaxed); }  // metrics only
+  T get() const noexcept { return v_.load(std::memory_order_relaxed); }  // metrics only
+
+ private:
+  std::atomic<T> v_{0};
+};
+
+/// Typed wiring ports, used when a run is built.
+template <class Event>
+class OutPort {
+ public:
+  virtual void add_subscriber(Edge<Event>* edge, std::string consumer,
+                              const SubscriptionOptions& options, std::size_t consumer_instance) = 0;
+
+ protected:
+  ~OutPort() = default;
+};
+
+template <class Event>
+class InPort {
+ public:
+  virtual void add_subscription(Edge<Event>* edge, std::string producer,
+                                const SubscriptionOptions& options) = 0;
+
+ protected:
+  ~InPort() = default;
+};
+
+/// A control message from a thread outside the engine.
+struct ExternalCommand {
+  enum class Kind : std::uint8_t { info, demand_mode };
+  Kind kind = Kind::info;
+  std::any message;
+  DemandMode mode = DemandMode::forward;
+};
+
+/// One stage instance: scheduling, identity, metrics. The typed logic is in Cell.
+class CellBase : public Schedulable, public CellControl {
+ public:
+  CellBase(RunCore& run, std::string name, std::size_t instance, std::uint32_t index,
+           StageKind kind)
+      : run_(run), name_(std::move(name)), instance_(instance), index_(index), kind_(kind) {}
+
+  std::string_view name() const noexcept override { return name_; }
+  std::size_t instance() const noexcept override { return instance_; }
+  std::uint32_t index() const noexcept { return index_; }
+  StageKind kind() const noexcept { return kind_; }
+
+  /// Any thread: queues a control message for the cell and wakes it. Lock-free.
+  void post_external(ExternalCommand command) {
+    external_.enqueue(std::move(command));
+    run_.notify(index_);
+  }
+
+  /// Any thread: the latest published figures.
+  StageMetrics metrics() const {
+    StageMetrics m;
+    m.name = name_;
+    m.instance = instance_;
+    m.kind = kind_;
+    m.events_in = events_in_.get();
+    m.events_out = events_out_.get();
+    m.buffered = buffered_.get();
+    m.dropped = dropped_.get();
+    m.lost = lost_.get();
+    m.demand = demand_.get();
+    m.busy_seconds = static_cast<double>(busy_ns_.get()) * 1e-9;
+    m.finished = finished_.load(std::memory_order_acquire);  // pairs with the release in mark_finished
+    return m;
+  }
+
+ protected:
+  void mark_finished() {
+    finished_.store(true, std::memory_order_release);  // pairs with the acquire in metrics()
+    run_.cell_finished();
+  }
+
+  RunCore& run_;
+  const std::string name_;
+  const std::size_t instance_;
+  const std::uint32_t index_;
+  const StageKind kind_;
+  OwnedCounter<std::uint64_t> events_in_, events_out_, buffered_, dropped_, lost_;
+  OwnedCounter<std::int64_t> demand_;
+  OwnedCounter<std::uint64_t> busy_ns_;
+  std::atomic<bool> finished_{false};
+  MpmcQueue<ExternalCommand> external_{8};
+};
+
+inline void RunCore::notify(std::uint32_t cell) { cells_[cell]->notify(executor_); }
+inline void RunCore::notify_all() {
+  for (auto& c : cells_)
+    c->notify(executor_);
+}
+
+}  // namespace sluice::detail

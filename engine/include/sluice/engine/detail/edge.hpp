@@ -1,0 +1,287 @@
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <type_traits>
+#include <utility>
+
+#include <sluice/engine/detail/cache_line.hpp>
+#include <sluice/engine/options.hpp>
+
+namespace sluice::detail {
+
+/// One message on an edge: a run of events, or the end of the subscription.
+struct EdgeMessage {
+  enum class Kind : std::uint8_t { events, end };
+  std::uint64_t start = 0;  // monotonic position of the first event in the event ring
+  std::uint32_t count = 0;
+  Kind kind = Kind::events;
+};
+
+/// One subscription: exactly one producer cell writes, one consumer cell reads.
+///
+/// Two single-producer single-consumer rings: the events themselves (constructed in place, each
+/// message contiguous so the consumer gets a span with no copy), and the message headers, which
+/// keep the producer's message boundaries (GenStage's consumer chunking depends on them). Demand
+/// credit bounds what the rings hold: events <= max_demand, messages <= max_demand + 2 (the
+/// message being handled, and the end), so the rings never grow and need no capacity check on
+/// the hot path beyond a debug guard.
+///
+/// Demand travels upstream as discrete asks (GenStage's {:ask, n} messages: a producer sees each
+/// ask on its own, so its dispatcher and handle_demand get them one by one) on a third SPSC ring.
+/// If that ring is ever full (more than ask_ring_max asks not yet collected), further asks are
+/// added to a spill counter that the producer collects after the ring, as one combined ask.
+///
+/// Synchronization
+///   Writers : producer -> msg_tail_, ask_head_, spill_ (exchange); consumer -> msg_head_,
+///             ev_released_, ask_tail_, spill_ (fetch_add), cancelled_.
+///   H1      : msg_tail_ release (push) / acquire (peek): the consumer sees the events and the
+///             header they publish, and the end reason.
+///   H2      : ev_released_ and msg_head_ release (consumer, after destroying events) / acquire
+///             (producer, before reusing slots).
+///   H3      : ask_tail_ store release and spill_ fetch_add release (consumer, after H2's stores) /
+///             acquire loads and exchange (producer): a producer that sees an ask also sees the
+///             slots freed before it, and the ask value. ask_head_ release (producer, after reading
+///             an ask slot) / acquire (consumer, before reusing it).
+///   H4      : cancelled_ release (consumer, after writing cancel_reason_) / acquire (producer).
+///   Progress: wait-free on both sides.
+template <class Event>
+class Edge {
+ public:
+  Edge(std::size_t max_demand, std::uint32_t producer_cell, std::uint32_t consumer_cell)
+      : ev_capacity_(std::bit_ceil(2 * max_demand)),
+        msg_capacity_(std::bit_ceil(max_demand + 2)),
+        events_(std::allocator<Event>{}.allocate(ev_capacity_)),
+        messages_(std::make_unique<EdgeMessage[]>(msg_capacity_)),
+        ask_capacity_(std::bit_ceil(std::min<std::size_t>(max_demand, ask_ring_max) + 1)),
+        asks_(std::make_unique<std::int64_t[]>(ask_capacity_)),
+        producer_cell_(producer_cell),
+        consumer_cell_(consumer_cell) {}
+
+  Edge(const Edge&) = delete;
+  Edge& operator=(const Edge&) = delete;
+
+  ~Edge() {
+    discard_unread();
+    std::allocator<Event>{}.deallocate(events_, ev_capacity_);
+  }
+
+  std::uint32_t producer_cell() const noexcept { return producer_cell_; }
+  std::uint32_t consumer_cell() const noexcept { return consumer_cell_; }
+
+  // ---- producer side -------------------------------------------------------------------------
+
+  /// Moves `events` onto the edge as one message. Returns false, moving nothing, if they do not
+  /// fit (only possible when demand was not respected). Producer cell only. Never allocates.
+  bool push(std::span<Event> events) noexcept(std::is_nothrow_move_constructible_v<Event>) {
+    const auto n = events.size();
+    if (n == 0) return true;
+    std::uint64_t start = ev_write_;
+    const auto offset = start & (ev_capacity_ - 1);
+    if (offset + n > ev_capacity_) start += ev_capacity_ - offset;  // keep each message contiguous
+    if (start + n - ev_released_cache_ > ev_capacity_ ||
+        msg_tail_local_ - msg_head_cache_ >= msg_capacity_ - 1) {
+      ev_released_cache_ = ev_released_.load(std::memory_order_acquire);  // H2
+      msg_head_cache_ = msg_head_.load(std::memory_order_acquire);        // H2
+      if (start + n - ev_released_cache_ > ev_capacity_ ||
+          msg_tail_local_ - msg_head_cache_ >= msg_capacity_ - 1)
+        return false;
+    }
+    Event* slot = events_ + (start & (ev_capacity_ - 1));
+    if constexpr (std::is_trivially_copyable_v<Event>) {
+      std::memcpy(static_cast<void*>(slot), events.data(), n * sizeof(Event));
+    } else {
+      for (std::size_t i = 0; i < n; ++i)
+        std::construct_at(slot + i, std::move(events[i]));
+    }
+    ev_write_ = start + n;
+    messages_[msg_tail_local_ & (msg_capacity_ - 1)] = {start, static_cast<std::uint32_t>(n),
+                                                         EdgeMessage::Kind::events};
+    ++msg_tail_local_;
+    msg_tail_.store(msg_tail_local_, std::memory_order_release);  // H1
+    pushed_.store(pushed_.load(std::memory_order_relaxed) + n,
+                  std::memory_order_relaxed);  // metrics only, single writer
+    return true;
+  }
+
+  /// Ends the subscription from the producer side, behind every event already pushed. One slot
+  /// is always kept free for it. Producer cell only; once.
+  void push_end(Reason reason) {
+    end_reason_ = std::move(reason);
+    messages_[msg_tail_local_ & (msg_capacity_ - 1)] = {ev_write_, 0, EdgeMessage::Kind::end};
+    ++msg_tail_local_;
+    msg_tail_.store(msg_tail_local_, std::memory_order_release);  // H1: publishes end_reason_
+  }
+
+  /// Calls `f(n)` for each ask made since the last call, in order. Producer cell only.
+  template <class F>
+  void take_asks(F&& f) {
+    if (ask_head_local_ == ask_tail_cache_) {
+      ask_tail_cache_ = ask_tail_.load(std::memory_order_acquire);  // H3
+    }
+    while (ask_head_local_ != ask_tail_cache_) {
+      const auto n = asks_[ask_head_local_ & (ask_capacity_ - 1)];
+      ++ask_head_local_;
+      ask_head_.store(ask_head_local_, std::memory_order_release);  // H3: slot may be reused
+      taken_.store(taken_.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(n),
+                   std::memory_order_relaxed);  // metrics only, single writer
+      f(n);
+    }
+    if (spill_.load(std::memory_order_relaxed) != 0) {  // cheap skip; H3 is on the exchange
+      const auto n = spill_.exchange(0, std::memory_order_acquire);  // H3
+      if (n > 0) {
+        taken_.store(taken_.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(n),
+                     std::memory_order_relaxed);  // metrics only, single writer
+        f(n);
+      }
+    }
+  }
+
+  /// True once the consumer cancelled; then cancel_reason() is readable. Producer cell only.
+  bool cancelled_by_consumer() const noexcept {
+    return cancelled_.load(std::memory_order_acquire);  // H4
+  }
+  const Reason& cancel_reason() const noexcept { return cancel_reason_; }
+
+  // ---- consumer side -------------------------------------------------------------------------
+
+  /// The next unread message, or nullptr. Consumer cell only.
+  const EdgeMessage* peek() noexcept {
+    if (msg_head_local_ == msg_tail_cache_) {
+      msg_tail_cache_ = msg_tail_.load(std::memory_order_acquire);  // H1
+      if (msg_head_local_ == msg_tail_cache_) return nullptr;
+    }
+    return &messages_[msg_head_local_ & (msg_capacity_ - 1)];
+  }
+
+  /// The events of `m` (a message returned by peek()).
+  std::span<Event> events_of(const EdgeMessage& m) noexcept {
+    return {events_ + (m.start & (ev_capacity_ - 1)), m.count};
+  }
+
+  /// Destroys events [m.start, m.start + upto) and hands their slots back. Consumer cell only.
+  void release_events(const EdgeMessage& m, std::uint32_t from, std::uint32_t upto) noexcept {
+    if constexpr (!std::is_trivially_destructible_v<Event>) {
+      Event* base = events_ + (m.start & (ev_capacity_ - 1));
+      for (std::uint32_t i = from; i < upto; ++i)
+        std::destroy_at(base + i);
+    }
+    ev_released_.store(m.start + upto, std::memory_order_release);  // H2
+    consumed_.store(consumed_.load(std::memory_order_relaxed) + (upto - from),
+                    std::memory_order_relaxed);  // metrics only, single writer
+  }
+
+  /// Finishes the message returned by peek(); its events must have been released. Consumer only.
+  void pop() noexcept {
+    ++msg_head_local_;
+    msg_head_.store(msg_head_local_, std::memory_order_release);  // H2
+  }
+
+  /// The producer's end reason; valid after peek() returned an end message. Consumer only.
+  const Reason& end_reason() const noexcept { return end_reason_; }
+
+  /// Asks for `n` more events. Consumer cell only. Never allocates.
+  void grant(std::int64_t n) noexcept {
+    asked_.store(asked_.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(n),
+                 std::memory_order_relaxed);  // metrics only, single writer
+    if (ask_tail_local_ - ask_head_cache_ >= ask_capacity_) {
+      ask_head_cache_ = ask_head_.load(std::memory_order_acquire);  // H3
+      if (ask_tail_local_ - ask_head_cache_ >= ask_capacity_) {
+        spill_.fetch_add(n, std::memory_order_release);  // H3
+        return;
+      }
+    }
+    asks_[ask_tail_local_ & (ask_capacity_ - 1)] = n;
+    ++ask_tail_local_;
+    ask_tail_.store(ask_tail_local_, std::memory_order_release);  // H3
+  }
+
+  /// Cancels the subscription from the consumer side. Consumer cell only; once.
+  void cancel(Reason reason) {
+    cancel_reason_ = std::move(reason);
+    cancelled_.store(true, std::memory_order_release);  // H4
+  }
+
+  /// Destroys the events nobody will read and returns how many there were. Consumer cell only,
+  /// or any thread once both cells have stopped.
+  std::uint64_t discard_unread() noexcept {
+    std::uint64_t lost = 0;
+    while (const EdgeMessage* m = peek()) {
+      if (m->kind == EdgeMessage::Kind::events) {
+        const auto done = static_cast<std::uint32_t>(
+            ev_released_.load(std::memory_order_relaxed) > m->start  // own writes only
+                ? ev_released_.load(std::memory_order_relaxed) - m->start
+                : 0);
+        const auto from = done < m->count ? done : m->count;
+        lost += m->count - from;
+        release_events(*m, from, m->count);
+      }
+      pop();
+    }
+    return lost;
+  }
+
+  // ---- metrics (any thread, approximate) -----------------------------------------------------
+  std::uint64_t pushed_approx() const noexcept { return pushed_.load(std::memory_order_relaxed); }
+  std::uint64_t consumed_approx() const noexcept {
+    return consumed_.load(std::memory_order_relaxed);
+  }
+  /// Demand asked for and not yet collected by the producer.
+  std::int64_t credit_approx() const noexcept {
+    return static_cast<std::int64_t>(asked_.load(std::memory_order_relaxed) -  // metrics only
+                                     taken_.load(std::memory_order_relaxed));
+  }
+
+ private:
+  const std::size_t ev_capacity_;
+  const std::size_t msg_capacity_;
+  Event* const events_;
+  const std::unique_ptr<EdgeMessage[]> messages_;
+  const std::size_t ask_capacity_;
+  const std::unique_ptr<std::int64_t[]> asks_;
+  const std::uint32_t producer_cell_;
+  const std::uint32_t consumer_cell_;
+
+ public:
+  /// Asks kept apart at most; beyond, they are combined (see the class comment).
+  static constexpr std::size_t ask_ring_max = 4096;
+
+ private:
+
+  // Producer-owned.
+  alignas(cache_line_size) std::uint64_t ev_write_ = 0;
+  std::uint64_t msg_tail_local_ = 0;
+  std::uint64_t ev_released_cache_ = 0;
+  std::uint64_t msg_head_cache_ = 0;
+  std::uint64_t ask_head_local_ = 0;
+  std::uint64_t ask_tail_cache_ = 0;
+  Reason end_reason_;
+  alignas(cache_line_size) std::atomic<std::uint64_t> msg_tail_{0};
+  std::atomic<std::uint64_t> pushed_{0};
+  std::atomic<std::uint64_t> ask_head_{0};
+  std::atomic<std::uint64_t> taken_{0};
+
+  // Consumer-owned.
+  alignas(cache_line_size) std::uint64_t msg_head_local_ = 0;
+  std::uint64_t msg_tail_cache_ = 0;
+  std::uint64_t ask_tail_local_ = 0;
+  std::uint64_t ask_head_cache_ = 0;
+  Reason cancel_reason_;
+  alignas(cache_line_size) std::atomic<std::uint64_t> msg_head_{0};
+  std::atomic<std::uint64_t> ev_released_{0};
+  std::atomic<std::uint64_t> consumed_{0};
+  std::atomic<std::uint64_t> ask_tail_{0};
+  std::atomic<std::uint64_t> asked_{0};
+
+  // Shared.
+  alignas(cache_line_size) std::atomic<std::int64_t> spill_{0};
+  std::atomic<bool> cancelled_{false};
+};
+
+}  // namespace sluice::detail

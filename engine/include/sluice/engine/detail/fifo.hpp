@@ -1,0 +1,104 @@
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <type_traits>
+#include <utility>
+
+namespace sluice::detail {
+
+/// A single-thread FIFO ring of events that grows by doubling and never shrinks, so a buffer
+/// that fills and empties in steady state allocates nothing. The front is readable as a
+/// contiguous span (at most two spans cover the whole content).
+template <class T>
+class Fifo {
+ public:
+  Fifo() = default;
+  Fifo(const Fifo&) = delete;
+  Fifo& operator=(const Fifo&) = delete;
+  ~Fifo() {
+    clear();
+    if (data_) std::allocator<T>{}.deallocate(data_, capacity_);
+    if (spare_) std::allocator<T>{}.deallocate(spare_, capacity_);
+  }
+
+  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
+  /// Events ever removed from the front (popped or dropped); a monotonic position.
+  std::uint64_t popped_total() const noexcept { return popped_; }
+  /// Events ever appended; a monotonic position.
+  std::uint64_t pushed_total() const noexcept { return popped_ + size_; }
+
+  void push_back(T&& v) {
+    if (size_ == capacity_) grow();
+    std::construct_at(data_ + ((head_ + size_) & (capacity_ - 1)), std::move(v));
+    ++size_;
+  }
+
+  /// The longest contiguous run at the front.
+  std::span<T> front_span() noexcept {
+    if (size_ == 0) return {};
+    const auto n = std::min(size_, capacity_ - head_);
+    return {data_ + head_, n};
+  }
+
+  /// The first min(n, size()) events as one contiguous span. When they wrap around the end of
+  /// the ring, the content is moved once into a spare array of the same capacity (kept for
+  /// reuse, so steady state allocates nothing) so that it starts at the array's beginning.
+  std::span<T> front(std::size_t n) {
+    n = std::min(n, size_);
+    if (head_ + n > capacity_) {
+      if (spare_ == nullptr) spare_ = std::allocator<T>{}.allocate(capacity_);
+      for (std::size_t i = 0; i < size_; ++i) {
+        T* old = data_ + ((head_ + i) & (capacity_ - 1));
+        std::construct_at(spare_ + i, std::move(*old));
+        std::destroy_at(old);
+      }
+      std::swap(data_, spare_);
+      head_ = 0;
+    }
+    return {data_ + head_, n};
+  }
+
+  /// Destroys `n` events at the front.
+  void pop_front(std::size_t n) noexcept {
+    for (std::size_t i = 0; i < n; ++i) {
+      std::destroy_at(data_ + head_);
+      head_ = (head_ + 1) & (capacity_ - 1);
+    }
+    size_ -= n;
+    popped_ += n;
+  }
+
+  void clear() noexcept { pop_front(size_); }
+
+ private:
+  void grow() {
+    const std::size_t cap = capacity_ == 0 ? 16 : capacity_ * 2;
+    T* fresh = std::allocator<T>{}.allocate(cap);
+    for (std::size_t i = 0; i < size_; ++i) {
+      T* old = data_ + ((head_ + i) & (capacity_ - 1));
+      std::construct_at(fresh + i, std::move(*old));
+      std::destroy_at(old);
+    }
+    if (data_) std::allocator<T>{}.deallocate(data_, capacity_);
+    if (spare_) std::allocator<T>{}.deallocate(spare_, capacity_);
+    spare_ = nullptr;
+    data_ = fresh;
+    capacity_ = cap;
+    head_ = 0;
+  }
+
+  T* data_ = nullptr;
+  T* spare_ = nullptr;
+  std::size_t capacity_ = 0;
+  std::size_t head_ = 0;
+  std::size_t size_ = 0;
+  std::uint64_t popped_ = 0;
+};
+
+}  // namespace sluice::detail

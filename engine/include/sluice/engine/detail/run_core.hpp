@@ -1,0 +1,103 @@
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include <sluice/engine/detail/executor.hpp>
+#include <sluice/engine/dispatcher.hpp>
+#include <sluice/engine/metrics.hpp>
+
+namespace sluice::detail {
+
+using Logger = std::function<void(LogLevel, std::string_view)>;
+
+class CellBase;
+
+/// State shared by every cell of one run.
+///
+/// Synchronization
+///   Writers : any cell -> live_ (fetch_sub), cancel_ (store), error_claimed_ (CAS) + error_;
+///             the last cell to finish -> done_.
+///   H1      : live_.fetch_sub is acq_rel, so the last decrement carries every cell's writes
+///             (the first error among them); done_ release / acquire in wait() publishes them.
+///   H2      : error_ is written only by the thread that wins error_claimed_, before it
+///             finishes its cell (H1 publishes it).
+///   Progress: wait-free, but for wait(), which blocks (never spins) until done_.
+class RunCore {
+ public:
+  RunCore(Executor& executor, Logger logger, std::size_t quantum, bool fail_fast)
+      : executor_(executor), logger_(std::move(logger)), quantum_(quantum), fail_fast_(fail_fast) {}
+
+  Executor& executor() noexcept { return executor_; }
+  std::size_t quantum() const noexcept { return quantum_; }
+  bool fail_fast() const noexcept { return fail_fast_; }
+  void log(LogLevel level, std::string_view message) const {
+    if (logger_) logger_(level, message);
+  }
+
+  std::vector<std::unique_ptr<CellBase>>& cells() noexcept { return cells_; }
+  inline void notify(std::uint32_t cell);
+  inline void notify_all();
+
+  void start() {
+    live_.store(cells_.size(), std::memory_order_relaxed);  // before any cell runs (schedule)
+    if (cells_.empty()) finish_run();
+    notify_all();
+  }
+
+  /// A cell stopped for good. Any thread; once per cell.
+  void cell_finished() {
+    if (live_.fetch_sub(1, std::memory_order_acq_rel) == 1) finish_run();  // H1
+  }
+
+  /// Keeps the first error. Any thread.
+  void record_error(std::exception_ptr e) {
+    bool expected = false;
+    if (error_claimed_.compare_exchange_strong(expected, true, std::memory_order_relaxed,
+                                               std::memory_order_relaxed))  // H2: see class
+      error_ = std::move(e);
+  }
+
+  /// Asks every cell to stop soon. Any thread.
+  void request_cancel() {
+    if (cancel_.exchange(true, std::memory_order_relaxed)) return;  // cells read it on notify (H1 of Schedulable)
+    notify_all();
+  }
+  bool cancel_requested() const noexcept {
+    return cancel_.load(std::memory_order_relaxed);  // a hint: notify() carries the ordering
+  }
+
+  bool done() const noexcept { return done_.load(std::memory_order_acquire); }  // H1
+  /// Blocks the calling thread until every cell has finished.
+  void wait_done() const {
+    while (!done_.load(std::memory_order_acquire))  // H1
+      done_.wait(false, std::memory_order_acquire);
+  }
+  /// After wait_done(): the first error, if any.
+  std::exception_ptr error() const noexcept { return error_; }
+
+ private:
+  void finish_run() {
+    done_.store(true, std::memory_order_release);  // H1
+    done_.notify_all();
+  }
+
+  Executor& executor_;
+  Logger logger_;
+  const std::size_t quantum_;
+  const bool fail_fast_;
+  std::vector<std::unique_ptr<CellBase>> cells_;
+  std::atomic<std::size_t> live_{0};
+  std::atomic<bool> cancel_{false};
+  std::atomic<bool> error_claimed_{false};
+  std::exception_ptr error_;
+  std::atomic<bool> done_{false};
+};
+
+}  // namespace sluice::detail

@@ -1,0 +1,463 @@
+#pragma once
+
+#include <any>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <sluice/engine/context.hpp>
+#include <sluice/engine/detail/cell.hpp>
+#include <sluice/engine/detail/edge.hpp>
+#include <sluice/engine/detail/executor.hpp>
+#include <sluice/engine/detail/run_core.hpp>
+#include <sluice/engine/detail/tbb_backend.hpp>
+#include <sluice/engine/dispatcher.hpp>
+#include <sluice/engine/metrics.hpp>
+#include <sluice/engine/options.hpp>
+
+namespace sluice {
+
+/// Makes the dispatcher of one producer instance (each instance has its own).
+template <class Event>
+using DispatcherFactory = std::function<std::unique_ptr<Dispatcher<Event>>()>;
+
+/// How a run executes.
+struct RunOptions {
+  /// Threads of the run's oneTBB arena; 0 means the hardware's concurrency.
+  int concurrency = 0;
+  /// Run a cell made runnable by the current one next, on the same thread (no new task).
+  bool direct_handoff = true;
+  /// Messages a cell handles before it yields to others.
+  std::size_t quantum = 64;
+  /// End the whole run at the first stage failure (otherwise only cancel modes propagate it).
+  bool fail_fast = true;
+  /// Deterministic mode for tests: nothing runs until Run::run_until_idle() is called, and then
+  /// everything runs on the calling thread in scheduling order.
+  bool manual = false;
+  /// Where warnings and errors go (GenStage's log lines). Default: standard error.
+  std::function<void(LogLevel, std::string_view)> logger = {};
+};
+
+/// A typed handle to a declared stage: `In` is what it consumes (void for producers), `Out` what
+/// it emits (void for consumers).
+template <class In, class Out>
+class StageRef {
+ public:
+  using input_type = In;
+  using output_type = Out;
+  StageRef() = default;
+  std::size_t id() const noexcept { return id_; }
+
+ private:
+  friend class Engine;
+  explicit StageRef(std::size_t id) : id_(id) {}
+  std::size_t id_ = SIZE_MAX;
+};
+
+class Engine;
+
+/// A running (or finished) graph. Destroying it cancels the run and waits for it.
+class Run {
+ public:
+  Run(Run&&) noexcept = default;
+  Run& operator=(Run&&) noexcept = delete;
+  ~Run() {
+    if (!core_) return;
+    if (!manual_) {
+      core_->request_cancel();
+      core_->wait_done();
+      tbb_->wait_for_tasks();
+    }
+  }
+
+  /// Blocks until every stage has finished, then rethrows the first stage failure (a
+  /// stage_error naming the stage). Any thread but a stage's; blocks without spinning.
+  void wait() {
+    if (manual_) {
+      manual_->run_until_idle();
+      if (!core_->done())
+        throw std::logic_error("sluice: manual run is idle but not finished (it waits for input)");
+    } else {
+      core_->wait_done();
+      tbb_->wait_for_tasks();
+    }
+    if (auto e = core_->error()) std::rethrow_exception(e);
+  }
+
+  /// Asks every stage to stop soon; events in flight are discarded and counted as lost.
+  /// Any thread; does not block.
+  void cancel() { core_->request_cancel(); }
+
+  /// True once every stage has finished. Any thread.
+  bool done() const noexcept { return core_->done(); }
+
+  /// Per stage and per edge counters. Any thread, while running or after.
+  Metrics metrics() const;
+
+  /// Delivers `message` to the stage's handle_info after the events it has buffered now (GenStage
+  /// async_info/2 from outside). Any thread; lock-free; does not wait.
+  template <class In, class Out>
+  void send_info(StageRef<In, Out> stage, std::any message, std::size_t instance = 0) {
+    cell(stage.id(), instance).post_external({detail::ExternalCommand::Kind::info, std::move(message)});
+  }
+
+  /// Switches a producer between forward and accumulate demand (GenStage demand/2). Any thread.
+  template <class Out>
+  void set_demand_mode(StageRef<void, Out> stage, DemandMode mode, std::size_t instance = 0) {
+    cell(stage.id(), instance)
+        .post_external({detail::ExternalCommand::Kind::demand_mode, std::any{}, mode});
+  }
+
+  /// Manual mode only: runs scheduled cells on this thread until none is runnable.
+  std::size_t run_until_idle(std::size_t limit = SIZE_MAX) { return manual_->run_until_idle(limit); }
+
+ private:
+  friend class Engine;
+  Run() = default;
+
+  struct EdgeInfo {
+    std::shared_ptr<void> edge;
+    std::function<EdgeMetrics()> metrics;
+  };
+
+  std::unique_ptr<detail::TbbExecutor> tbb_;
+  std::unique_ptr<detail::ManualExecutor> manual_;
+  std::unique_ptr<detail::RunCore> core_;
+  std::vector<EdgeInfo> edges_;
+  std::vector<std::vector<std::uint32_t>> stage_cells_;
+
+  detail::CellBase& cell(std::size_t stage, std::size_t instance) {
+    if (stage >= stage_cells_.size() || instance >= stage_cells_[stage].size())
+      throw std::out_of_range("sluice: no such stage instance in this run");
+    return *core_->cells()[stage_cells_[stage][instance]];
+  }
+};
+
+/// The engine-level API: declare stages and subscriptions, then start runs. The fluent builder
+/// compiles into this. Declaring is single-threaded (the builder's thread); validation happens at
+/// each call, so an invalid option is rejected before anything runs.
+class Engine {
+ public:
+  /// A producer: `handler.handle_demand(n, ctx)`, optional handle_info / handle_cancel /
+  /// handle_discarded.
+  template <class Out, class Handler>
+  StageRef<void, Out> producer(std::string name, Handler handler, DispatcherFactory<Out> dispatcher,
+                               ProducerOptions options = {}, std::size_t instances = 1) {
+    static_assert(detail::HasHandleDemand<Handler, Out>,
+                  "a producer handler needs handle_demand(std::size_t n, sluice::Context<Out>&)");
+    check_name_and_instances(name, instances);
+    check_producer_options(name, options, false);
+    if (!dispatcher) throw option_error("stage '" + name + "': option dispatcher: none given");
+    return StageRef<void, Out>(add_stage<void, Out, Handler>(std::move(name), std::move(handler),
+                                                             options, std::move(dispatcher),
+                                                             instances, StageKind::producer));
+  }
+
+  /// A producer_consumer: `handler.handle_events(span<In>, [SubscriptionId,] ctx)`.
+  template <class In, class Out, class Handler>
+  StageRef<In, Out> producer_consumer(std::string name, Handler handler,
+                                      DispatcherFactory<Out> dispatcher,
+                                      ProducerOptions options = {}, std::size_t instances = 1) {
+    static_assert(detail::HasHandleEvents<Handler, In, Out> ||
+                      detail::HasHandleEventsFrom<Handler, In, Out>,
+                  "a producer_consumer handler needs handle_events(std::span<In>, "
+                  "sluice::Context<Out>&) (optionally with a SubscriptionId before the context)");
+    check_name_and_instances(name, instances);
+    check_producer_options(name, options, true);
+    if (!dispatcher) throw option_error("stage '" + name + "': option dispatcher: none given");
+    return StageRef<In, Out>(add_stage<In, Out, Handler>(std::move(name), std::move(handler),
+                                                         options, std::move(dispatcher), instances,
+                                                         StageKind::producer_consumer));
+  }
+
+  /// A consumer: `handler.handle_events(span<In>, [SubscriptionId,] ctx)`.
+  template <class In, class Handler>
+  StageRef<In, void> consumer(std::string name, Handler handler, std::size_t instances = 1) {
+    static_assert(detail::HasHandleEvents<Handler, In, void> ||
+                      detail::HasHandleEventsFrom<Handler, In, void>,
+                  "a consumer handler needs handle_events(std::span<In>, sluice::Context<void>&) "
+                  "(optionally with a SubscriptionId before the context)");
+    check_name_and_instances(name, instances);
+    return StageRef<In, void>(add_stage<In, void, Handler>(
+        std::move(name), std::move(handler), ProducerOptions{}, DispatcherFactory<char>{}, instances,
+        StageKind::consumer));
+  }
+
+  /// Subscribes every instance of `consumer` to every instance of `producer` (for a partition
+  /// dispatcher without an explicit partition, consumer instance i takes partition i).
+  template <class CIn, class COut, class PIn, class POut>
+  void subscribe(StageRef<CIn, COut> consumer, StageRef<PIn, POut> producer,
+                 SubscriptionOptions options = {}) {
+    static_assert(!std::is_void_v<CIn>,
+                  "the subscribing stage is a producer: only consumers and producer_consumers "
+                  "can subscribe");
+    static_assert(!std::is_void_v<POut>,
+                  "the stage subscribed to is a consumer: only producers and producer_consumers "
+                  "can be subscribed to");
+    static_assert(std::is_same_v<CIn, POut>,
+                  "event types differ: the consumer's input type must be the producer's output type");
+    auto& c = stage(consumer.id(), "subscribe");
+    auto& p = stage(producer.id(), "subscribe");
+    check_subscription(c.name, p.name, options);
+    for (auto& s : subs_)
+      if (s.consumer == consumer.id() && s.producer == producer.id())
+        throw option_error("stage '" + c.name + "': already subscribed to '" + p.name + "'");
+    Sub s;
+    s.consumer = consumer.id();
+    s.producer = producer.id();
+    s.options = options;
+    s.wire = [](detail::RunCore& core, std::vector<std::uint32_t> pcells,
+                std::vector<std::uint32_t> ccells, const Decl& pd, const Decl& cd,
+                const SubscriptionOptions& o, std::vector<Run::EdgeInfo>& edges) {
+      for (std::size_t ci = 0; ci < ccells.size(); ++ci) {
+        for (std::size_t pi = 0; pi < pcells.size(); ++pi) {
+          auto edge = std::make_shared<detail::Edge<POut>>(static_cast<std::size_t>(o.max_demand),
+                                                           pcells[pi], ccells[ci]);
+          auto* out = dynamic_cast<detail::OutPort<POut>*>(core.cells()[pcells[pi]].get());
+          auto* in = dynamic_cast<detail::InPort<CIn>*>(core.cells()[ccells[ci]].get());
+          SubscriptionOptions eo = o;
+          if (!eo.partition && pd.partitioned) eo.partition = static_cast<std::int64_t>(ci);
+          out->add_subscriber(edge.get(), instance_name(cd, ci), eo, ci);
+          in->add_subscription(edge.get(), instance_name(pd, pi), eo);
+          Run::EdgeInfo info;
+          info.metrics = [e = edge.get(), p = instance_name(pd, pi), c = instance_name(cd, ci)] {
+            return EdgeMetrics{p, c, e->pushed_approx(), e->consumed_approx(), e->credit_approx()};
+          };
+          info.edge = std::move(edge);
+          edges.push_back(std::move(info));
+        }
+      }
+    };
+    subs_.push_back(std::move(s));
+    validate_dispatcher(producer.id(), subs_.back());
+  }
+
+  /// Marks a producer's dispatcher as partitioned: subscriptions without a `partition` option
+  /// get their consumer instance index.
+  void set_partitioned(std::size_t stage_id) { stage(stage_id, "set_partitioned").partitioned = true; }
+
+  /// Checks the topology and starts a run. Throws option_error (every problem, one per line)
+  /// before anything runs. Can be called more than once: each run gets fresh copies of the
+  /// handlers and dispatchers.
+  Run start(RunOptions options = {}) const;
+
+ private:
+  struct Decl {
+    std::string name;
+    StageKind kind;
+    std::size_t instances;
+    bool partitioned = false;
+    // Makes one cell per instance into the run.
+    std::function<void(detail::RunCore&, std::vector<std::uint32_t>&)> make;
+  };
+  struct Sub {
+    std::size_t consumer, producer;
+    SubscriptionOptions options;
+    std::function<void(detail::RunCore&, std::vector<std::uint32_t>, std::vector<std::uint32_t>,
+                       const Decl&, const Decl&, const SubscriptionOptions&,
+                       std::vector<Run::EdgeInfo>&)>
+        wire;
+    std::function<void(const Decl&, const Decl&)> validate;
+  };
+
+  static std::string instance_name(const Decl& d, std::size_t i) {
+    return d.instances == 1 ? d.name : d.name + "#" + std::to_string(i);
+  }
+
+  Decl& stage(std::size_t id, const char* what) {
+    if (id >= decls_.size())
+      throw option_error(std::string(what) + ": unknown stage (a StageRef from another engine?)");
+    return decls_[id];
+  }
+
+  void check_name_and_instances(const std::string& name, std::size_t instances) const {
+    if (name.empty()) throw option_error("a stage needs a non-empty name");
+    for (auto& d : decls_)
+      if (d.name == name) throw option_error("stage '" + name + "': name already used");
+    if (instances == 0)
+      throw option_error("stage '" + name + "': option instances must be at least 1, got: 0");
+  }
+
+  static void check_producer_options(const std::string& name, const ProducerOptions& o,
+                                     bool producer_consumer) {
+    if (o.buffer_size && *o.buffer_size <= 0)
+      throw option_error("stage '" + name +
+                         "': option buffer_size must be greater than 0, got: " +
+                         std::to_string(*o.buffer_size));
+    if (producer_consumer && o.demand != DemandMode::forward)
+      throw option_error("stage '" + name +
+                         "': option demand: only producers have a demand mode (accumulate)");
+  }
+
+  static void check_subscription(const std::string& consumer, const std::string& producer,
+                                 const SubscriptionOptions& o) {
+    const std::string where = "stage '" + consumer + "' subscribing to '" + producer + "': ";
+    if (o.max_demand < 1)
+      throw option_error(where + "option max_demand must be equal to or greater than 1, got: " +
+                         std::to_string(o.max_demand));
+    if (o.max_demand > (std::int64_t{1} << 30))
+      throw option_error(where + "option max_demand must be at most 2^30, got: " +
+                         std::to_string(o.max_demand));
+    if (o.min_demand && *o.min_demand < 0)
+      throw option_error(where + "option min_demand must be equal to or greater than 0, got: " +
+                         std::to_string(*o.min_demand));
+    if (o.min_demand && *o.min_demand >= o.max_demand)
+      throw option_error(where + "option min_demand must be equal to or less than " +
+                         std::to_string(o.max_demand - 1) + ", got: " +
+                         std::to_string(*o.min_demand));
+  }
+
+  void validate_dispatcher(std::size_t producer, const Sub& s) {
+    auto& p = decls_[producer];
+    auto& c = decls_[s.consumer];
+    if (!dispatcher_probes_[producer]) return;
+    for (std::size_t ci = 0; ci < c.instances; ++ci) {
+      SubscriptionOptions eo = s.options;
+      if (!eo.partition && p.partitioned) eo.partition = static_cast<std::int64_t>(ci);
+      const std::string cname = instance_name(c, ci);
+      SubscriberInfo info{0, cname, eo, ci};
+      dispatcher_probes_[producer](info);
+    }
+  }
+
+  template <class In, class Out, class Handler, class DispOut>
+  std::size_t add_stage(std::string name, Handler handler, ProducerOptions options,
+                        DispatcherFactory<DispOut> dispatcher, std::size_t instances,
+                        StageKind kind) {
+    using OutEvent = std::conditional_t<std::is_void_v<Out>, char, Out>;
+    static_assert(std::is_void_v<Out> || std::is_same_v<DispOut, Out>);
+    Decl d;
+    d.name = name;
+    d.kind = kind;
+    d.instances = instances;
+    d.make = [name, handler = std::move(handler), options, dispatcher, instances](
+                 detail::RunCore& core, std::vector<std::uint32_t>& ids) {
+      for (std::size_t i = 0; i < instances; ++i) {
+        std::unique_ptr<Dispatcher<OutEvent>> disp;
+        if constexpr (!std::is_void_v<Out>) disp = dispatcher();
+        const auto index = static_cast<std::uint32_t>(core.cells().size());
+        core.cells().push_back(std::make_unique<detail::Cell<In, Out, Handler>>(
+            core, instances == 1 ? name : name + "#" + std::to_string(i), i, index, handler,
+            options, std::move(disp)));
+        ids.push_back(index);
+      }
+    };
+    decls_.push_back(std::move(d));
+    if constexpr (!std::is_void_v<Out>) {
+      // One probe dispatcher validates subscriptions as they are declared (before running).
+      auto probe = std::shared_ptr<Dispatcher<Out>>(dispatcher());
+      if (!probe) throw option_error("stage '" + name + "': the dispatcher factory returned null");
+      dispatcher_probes_.push_back([probe, name](const SubscriberInfo& info) {
+        try {
+          probe->validate(info);
+        } catch (const option_error& e) {
+          throw option_error("stage '" + name + "': " + e.what());
+        }
+      });
+    } else {
+      dispatcher_probes_.emplace_back();
+    }
+    return decls_.size() - 1;
+  }
+
+  std::vector<Decl> decls_;
+  std::vector<Sub> subs_;
+  std::vector<std::function<void(const SubscriberInfo&)>> dispatcher_probes_;
+};
+
+// ---- out of line -------------------------------------------------------------------------------
+
+inline Metrics Run::metrics() const {
+  Metrics m;
+  for (auto& c : core_->cells())
+    m.stages.push_back(c->metrics());
+  for (auto& e : edges_)
+    m.edges.push_back(e.metrics());
+  return m;
+}
+
+inline Run Engine::start(RunOptions options) const {
+  // Topology checks: every problem, one per line.
+  std::string problems;
+  std::vector<bool> has_sub(decls_.size()), has_consumer(decls_.size());
+  for (auto& s : subs_) {
+    has_sub[s.consumer] = true;
+    has_consumer[s.producer] = true;
+  }
+  for (std::size_t i = 0; i < decls_.size(); ++i) {
+    auto& d = decls_[i];
+    if (d.kind != StageKind::producer && !has_sub[i])
+      problems += "stage '" + d.name + "': a consumer with no subscription\n";
+    if (d.kind != StageKind::consumer && !has_consumer[i])
+      problems += "stage '" + d.name + "': a producer with no subscriber\n";
+  }
+  // Cycles (DFS over producer -> consumer).
+  {
+    std::vector<int> color(decls_.size(), 0);
+    std::function<bool(std::size_t)> dfs = [&](std::size_t u) {
+      color[u] = 1;
+      for (auto& s : subs_) {
+        if (s.producer != u) continue;
+        if (color[s.consumer] == 1) return true;
+        if (color[s.consumer] == 0 && dfs(s.consumer)) return true;
+      }
+      color[u] = 2;
+      return false;
+    };
+    for (std::size_t i = 0; i < decls_.size(); ++i)
+      if (color[i] == 0 && dfs(i)) {
+        problems += "the subscriptions form a cycle through stage '" + decls_[i].name + "'\n";
+        break;
+      }
+  }
+  if (options.quantum == 0) problems += "run option quantum must be at least 1, got: 0\n";
+  if (options.concurrency < 0)
+    problems += "run option concurrency must be 0 (hardware) or more, got: " +
+                std::to_string(options.concurrency) + "\n";
+  if (!problems.empty()) {
+    problems.pop_back();
+    throw option_error(problems);
+  }
+
+  Run run;
+  detail::Executor* ex = nullptr;
+  if (options.manual) {
+    run.manual_ = std::make_unique<detail::ManualExecutor>();
+    ex = run.manual_.get();
+  } else {
+    const int n = options.concurrency > 0
+                      ? options.concurrency
+                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    run.tbb_ = std::make_unique<detail::TbbExecutor>(n, options.direct_handoff);
+    ex = run.tbb_.get();
+  }
+  auto logger = options.logger;
+  if (!logger)
+    logger = [](LogLevel level, std::string_view msg) {
+      static constexpr const char* names[] = {"info", "warning", "error"};
+      std::cerr << "[sluice " << names[static_cast<int>(level)] << "] " << msg << '\n';
+    };
+  run.core_ = std::make_unique<detail::RunCore>(*ex, std::move(logger), options.quantum,
+                                                options.fail_fast);
+  std::vector<std::vector<std::uint32_t>> cells(decls_.size());
+  for (std::size_t i = 0; i < decls_.size(); ++i)
+    decls_[i].make(*run.core_, cells[i]);
+  for (auto& s : subs_)
+    s.wire(*run.core_, cells[s.producer], cells[s.consumer], decls_[s.producer],
+           decls_[s.consumer], s.options, run.edges_);
+  run.stage_cells_ = std::move(cells);
+  run.core_->start();
+  return run;
+}
+
+}  // namespace sluice

@@ -1,0 +1,41 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sluice {
+
+enum class StageKind { producer, producer_consumer, consumer };
+
+/// One stage instance, as last published by the thread running it (approximate while running,
+/// exact once the run has ended).
+struct StageMetrics {
+  std::string name;
+  std::size_t instance = 0;
+  StageKind kind = StageKind::producer;
+  std::uint64_t events_in = 0;    ///< events handed to handle_events
+  std::uint64_t events_out = 0;   ///< events sent to subscribers
+  std::uint64_t buffered = 0;     ///< events in the producer buffer (and dispatcher queues)
+  std::uint64_t dropped = 0;      ///< events discarded by a full buffer (passed to the hook)
+  std::uint64_t lost = 0;         ///< events discarded because the stage stopped early
+  std::int64_t demand = 0;        ///< demand received from subscribers and not yet served
+  double busy_seconds = 0;        ///< time spent running
+  bool finished = false;
+};
+
+/// One subscription (edge).
+struct EdgeMetrics {
+  std::string producer;
+  std::string consumer;
+  std::uint64_t sent = 0;      ///< events the producer put on the edge
+  std::uint64_t received = 0;  ///< events the consumer has handled
+  std::int64_t credit = 0;     ///< demand granted and not yet collected by the producer
+};
+
+struct Metrics {
+  std::vector<StageMetrics> stages;
+  std::vector<EdgeMetrics> edges;
+};
+
+}  // namespace sluice

@@ -1,0 +1,7 @@
+#pragma once
+
+// The umbrella header: everything a user needs. (It lives in graph/ because graph sees every
+// component; the fluent builder will join it here.)
+
+#include <sluice/dispatchers/demand.hpp>
+#include <sluice/engine/engine.hpp>

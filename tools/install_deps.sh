@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# tools/install_deps.sh - install what the build needs from Debian 12's packages, only if missing.
+set -euo pipefail
+pkgs=(cmake ninja-build g++ libtbb-dev libconcurrentqueue-dev doctest-dev libbenchmark-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+fi
