@@ -51,8 +51,8 @@ int main(int argc, char** argv) {
 
   sluice::Engine engine;
   std::int64_t total = 0;
-  auto src = engine.producer<std::int64_t>("source", Source{0, events},
-                                           demand_dispatcher<std::int64_t>());
+  auto src =
+      engine.producer<std::int64_t>("source", Source{0, events}, demand_dispatcher<std::int64_t>());
   auto sq = engine.producer_consumer<std::int64_t, std::int64_t>("triple", Triple{},
                                                                  demand_dispatcher<std::int64_t>());
   auto even = engine.producer_consumer<std::int64_t, std::int64_t>(

@@ -85,7 +85,7 @@ TEST_CASE("min 0: the chunk size is max") {
 TEST_CASE("chunks are cut from the start of a message, so an ask can exceed max - min") {
   ConsumerDemand d{10, 5};
   d.subscribe();
-  CHECK(message(d, 3) == Chunks{{3, 0}});         // pending 7
+  CHECK(message(d, 3) == Chunks{{3, 0}});          // pending 7
   CHECK(message(d, 7) == Chunks{{5, 8}, {2, 0}});  // 7-5 = 2 <= 5: ask 8 (> max - min = 5)
   CHECK(d.pending() == 8);
 }

@@ -1,9 +1,9 @@
 // Ports of GenStage's consumer-side scenarios (test/gen_stage_test.exs: "consumer demand",
 // "manual demand", "producer_consumer"), on deterministic manual runs. Each expectation is the
 // exact sequence of batches GenStage's tests assert, plus the producer's handle_demand calls.
-#include <support/genstage.hpp>
-
 #include <doctest/doctest.h>
+
+#include <support/genstage.hpp>
 
 using namespace sluice_test;
 using sluice::SubscriptionOptions;
@@ -46,9 +46,9 @@ TEST_CASE("with 20% min demand: 0..79, 80..99, 100..179, 180..259, 260..279") {
   auto c = e.consumer<Ev>("forwarder", Forwarder{&log});
   e.subscribe(c, p, {.max_demand = 100, .min_demand = 20});
   e.start(manual()).wait();
-  CHECK(only(log, "consumed") ==
-        Log{"consumed " + ints(0, 79), "consumed " + ints(80, 99), "consumed " + ints(100, 179),
-            "consumed " + ints(180, 259), "consumed " + ints(260, 279)});
+  CHECK(only(log, "consumed") == Log{"consumed " + ints(0, 79), "consumed " + ints(80, 99),
+                                     "consumed " + ints(100, 179), "consumed " + ints(180, 259),
+                                     "consumed " + ints(260, 279)});
   CHECK(only(log, "demand") == Log{"demand 100", "demand 80", "demand 100"});
   // (GenStage: 80 after 0..79, none after 80..99, 100 after 100..179.)
 }
@@ -158,8 +158,8 @@ TEST_CASE("producer_consumer stops asking when its consumer stops asking") {
   e.subscribe(s, pp, {.max_demand = 10, .demand = sluice::DemandControl::manual});
   auto run = e.start(manual());
   run.run_until_idle();
-  CHECK(only(log, "postponed") == Log{"postponed 0,1", "postponed 2,3", "postponed 4,5",
-                                      "postponed 6,7", "postponed 8,9"});
+  CHECK(only(log, "postponed") ==
+        Log{"postponed 0,1", "postponed 2,3", "postponed 4,5", "postponed 6,7", "postponed 8,9"});
   CHECK(only(log, "sleep").front() == "sleep 0,1");
   CHECK_FALSE(run.done());  // idle, waiting for demand that never comes
   // The producer was asked for 10 at first, then 2 per handled chunk, and no more once the

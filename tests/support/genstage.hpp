@@ -44,7 +44,9 @@ inline std::string fmt(std::span<const Ev> evs) {
   }
   return out;
 }
-inline std::string fmt(std::span<Ev> evs) { return fmt(std::span<const Ev>(evs.data(), evs.size())); }
+inline std::string fmt(std::span<Ev> evs) {
+  return fmt(std::span<const Ev>(evs.data(), evs.size()));
+}
 
 /// "a..b" as fmt renders the integers a..b.
 inline std::string ints(long long a, long long b) {
@@ -250,6 +252,56 @@ inline sluice::RunOptions manual(Log* warnings = nullptr) {
 template <class E = Ev>
 auto demand() {
   return sluice::demand_dispatcher<E>();
+}
+
+}  // namespace sluice_test
+
+namespace sluice_test {
+
+/// A DemandDispatcher that logs "sent <batch>" for every message it sends, in the producer's
+/// own order, so a test can see sends and handle_info calls interleaved exactly.
+struct LoggingDemandDispatcher final : sluice::Dispatcher<Ev> {
+  Log* log;
+  sluice::DemandDispatcher<Ev> inner;
+
+  explicit LoggingDemandDispatcher(Log* l) : log(l) {}
+
+  struct Tap final : sluice::Outbox<Ev> {
+    Log* lines;
+    sluice::Outbox<Ev>* out;
+    Tap(Log* l, sluice::Outbox<Ev>* o) : lines(l), out(o) {}
+    void send(sluice::SubscriberId to, std::span<Ev> events) override {
+      lines->push_back("sent " + fmt(events));
+      out->send(to, events);
+    }
+    void release_info(std::uint64_t token) override { out->release_info(token); }
+    void ask_on_behalf(sluice::SubscriberId of, std::size_t n) override {
+      out->ask_on_behalf(of, n);
+    }
+    void log(sluice::LogLevel level, std::string_view m) override { out->log(level, m); }
+  };
+
+  std::size_t subscribe(const sluice::SubscriberInfo& s, sluice::Outbox<Ev>& out) override {
+    Tap t{log, &out};
+    return inner.subscribe(s, t);
+  }
+  std::size_t cancel(sluice::SubscriberId s, sluice::Outbox<Ev>& out) override {
+    Tap t{log, &out};
+    return inner.cancel(s, t);
+  }
+  std::size_t ask(sluice::SubscriberId s, std::size_t n, sluice::Outbox<Ev>& out) override {
+    Tap t{log, &out};
+    return inner.ask(s, n, t);
+  }
+  std::size_t dispatch(std::span<Ev> events, sluice::Outbox<Ev>& out) override {
+    Tap t{log, &out};
+    return inner.dispatch(events, t);
+  }
+  std::string name() const override { return "LoggingDemandDispatcher"; }
+};
+
+inline sluice::DispatcherFactory<Ev> logging_demand(Log* log) {
+  return [log] { return std::make_unique<LoggingDemandDispatcher>(log); };
 }
 
 }  // namespace sluice_test

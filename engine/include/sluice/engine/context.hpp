@@ -20,14 +20,14 @@ using SubscriptionId = std::uint32_t;
 /// Why handle_cancel is called.
 struct CancelInfo {
   enum class Origin : std::uint8_t {
-    producer_ended,   ///< the producer ended the subscription (GenStage {:down, reason})
-    cancelled,        ///< the subscription was cancelled (GenStage {:cancel, reason})
+    producer_ended,  ///< the producer ended the subscription (GenStage {:down, reason})
+    cancelled,       ///< the subscription was cancelled (GenStage {:cancel, reason})
   };
   Origin origin = Origin::producer_ended;
   Reason reason;
   SubscriptionId subscription = 0;  ///< on a consumer side: which upstream subscription
   std::size_t subscriber = 0;       ///< on a producer side: which subscriber left
-  bool upstream = true;  ///< true: one of our producers; false: one of our consumers
+  bool upstream = true;             ///< true: one of our producers; false: one of our consumers
 };
 
 /// What handle_subscribe is told (GenStage handle_subscribe/4).
@@ -75,15 +75,11 @@ class Context {
   /// Emits one event. Producers and producer_consumers only. Events are dispatched when the
   /// callback returns; beyond demand they go to the producer's buffer.
   template <class E = Out>
-    requires(!std::is_void_v<E>)
-  void emit(E event) {
-    staged_->push_back(std::move(event));
-  }
+  requires(!std::is_void_v<E>) void emit(E event) { staged_->push_back(std::move(event)); }
 
   /// Emits every element of `range` (moved if it is an rvalue range).
   template <std::ranges::input_range R>
-    requires(!std::is_void_v<Out>)
-  void emit_all(R&& range) {
+  requires(!std::is_void_v<Out>) void emit_all(R&& range) {
     for (auto&& e : range)
       staged_->push_back(std::forward<decltype(e)>(e));
   }

@@ -104,11 +104,20 @@ class Run {
   /// Per stage and per edge counters. Any thread, while running or after.
   Metrics metrics() const;
 
-  /// Delivers `message` to the stage's handle_info after the events it has buffered now (GenStage
-  /// async_info/2 from outside). Any thread; lock-free; does not wait.
+  /// Delivers `message` to the stage's handle_info as soon as it runs (GenStage: a plain message
+  /// sent to the stage). Any thread; lock-free; does not wait.
   template <class In, class Out>
   void send_info(StageRef<In, Out> stage, std::any message, std::size_t instance = 0) {
-    cell(stage.id(), instance).post_external({detail::ExternalCommand::Kind::info, std::move(message)});
+    cell(stage.id(), instance)
+        .post_external({detail::ExternalCommand::Kind::message, std::move(message)});
+  }
+
+  /// Delivers `message` to the stage's handle_info after the events it has buffered at that
+  /// moment have been dispatched (GenStage async_info/2). Any thread; lock-free; does not wait.
+  template <class In, class Out>
+  void async_info(StageRef<In, Out> stage, std::any message, std::size_t instance = 0) {
+    cell(stage.id(), instance)
+        .post_external({detail::ExternalCommand::Kind::info, std::move(message)});
   }
 
   /// Switches a producer between forward and accumulate demand (GenStage demand/2). Any thread.
@@ -119,7 +128,9 @@ class Run {
   }
 
   /// Manual mode only: runs scheduled cells on this thread until none is runnable.
-  std::size_t run_until_idle(std::size_t limit = SIZE_MAX) { return manual_->run_until_idle(limit); }
+  std::size_t run_until_idle(std::size_t limit = SIZE_MAX) {
+    return manual_->run_until_idle(limit);
+  }
 
  private:
   friend class Engine;
@@ -168,10 +179,10 @@ class Engine {
   StageRef<In, Out> producer_consumer(std::string name, Handler handler,
                                       DispatcherFactory<Out> dispatcher,
                                       ProducerOptions options = {}, std::size_t instances = 1) {
-    static_assert(detail::HasHandleEvents<Handler, In, Out> ||
-                      detail::HasHandleEventsFrom<Handler, In, Out>,
-                  "a producer_consumer handler needs handle_events(std::span<In>, "
-                  "sluice::Context<Out>&) (optionally with a SubscriptionId before the context)");
+    static_assert(
+        detail::HasHandleEvents<Handler, In, Out> || detail::HasHandleEventsFrom<Handler, In, Out>,
+        "a producer_consumer handler needs handle_events(std::span<In>, "
+        "sluice::Context<Out>&) (optionally with a SubscriptionId before the context)");
     check_name_and_instances(name, instances);
     check_producer_options(name, options, true);
     if (!dispatcher) throw option_error("stage '" + name + "': option dispatcher: none given");
@@ -188,9 +199,9 @@ class Engine {
                   "a consumer handler needs handle_events(std::span<In>, sluice::Context<void>&) "
                   "(optionally with a SubscriptionId before the context)");
     check_name_and_instances(name, instances);
-    return StageRef<In, void>(add_stage<In, void, Handler>(
-        std::move(name), std::move(handler), ProducerOptions{}, DispatcherFactory<char>{}, instances,
-        StageKind::consumer));
+    return StageRef<In, void>(
+        add_stage<In, void, Handler>(std::move(name), std::move(handler), ProducerOptions{},
+                                     DispatcherFactory<char>{}, instances, StageKind::consumer));
   }
 
   /// Subscribes every instance of `consumer` to every instance of `producer` (for a partition
@@ -204,8 +215,9 @@ class Engine {
     static_assert(!std::is_void_v<POut>,
                   "the stage subscribed to is a consumer: only producers and producer_consumers "
                   "can be subscribed to");
-    static_assert(std::is_same_v<CIn, POut>,
-                  "event types differ: the consumer's input type must be the producer's output type");
+    static_assert(
+        std::is_same_v<CIn, POut>,
+        "event types differ: the consumer's input type must be the producer's output type");
     auto& c = stage(consumer.id(), "subscribe");
     auto& p = stage(producer.id(), "subscribe");
     check_subscription(c.name, p.name, options);
@@ -244,7 +256,9 @@ class Engine {
 
   /// Marks a producer's dispatcher as partitioned: subscriptions without a `partition` option
   /// get their consumer instance index.
-  void set_partitioned(std::size_t stage_id) { stage(stage_id, "set_partitioned").partitioned = true; }
+  void set_partitioned(std::size_t stage_id) {
+    stage(stage_id, "set_partitioned").partitioned = true;
+  }
 
   /// Checks the topology and starts a run. Throws option_error (every problem, one per line)
   /// before anything runs. Can be called more than once: each run gets fresh copies of the
@@ -291,8 +305,7 @@ class Engine {
   static void check_producer_options(const std::string& name, const ProducerOptions& o,
                                      bool producer_consumer) {
     if (o.buffer_size && *o.buffer_size <= 0)
-      throw option_error("stage '" + name +
-                         "': option buffer_size must be greater than 0, got: " +
+      throw option_error("stage '" + name + "': option buffer_size must be greater than 0, got: " +
                          std::to_string(*o.buffer_size));
     if (producer_consumer && o.demand != DemandMode::forward)
       throw option_error("stage '" + name +
@@ -306,15 +319,15 @@ class Engine {
       throw option_error(where + "option max_demand must be equal to or greater than 1, got: " +
                          std::to_string(o.max_demand));
     if (o.max_demand > (std::int64_t{1} << 30))
-      throw option_error(where + "option max_demand must be at most 2^30, got: " +
-                         std::to_string(o.max_demand));
+      throw option_error(
+          where + "option max_demand must be at most 2^30, got: " + std::to_string(o.max_demand));
     if (o.min_demand && *o.min_demand < 0)
       throw option_error(where + "option min_demand must be equal to or greater than 0, got: " +
                          std::to_string(*o.min_demand));
     if (o.min_demand && *o.min_demand >= o.max_demand)
       throw option_error(where + "option min_demand must be equal to or less than " +
-                         std::to_string(o.max_demand - 1) + ", got: " +
-                         std::to_string(*o.min_demand));
+                         std::to_string(o.max_demand - 1) +
+                         ", got: " + std::to_string(*o.min_demand));
   }
 
   void validate_dispatcher(std::size_t producer, const Sub& s) {
@@ -447,14 +460,14 @@ inline Run Engine::start(RunOptions options) const {
       static constexpr const char* names[] = {"info", "warning", "error"};
       std::cerr << "[sluice " << names[static_cast<int>(level)] << "] " << msg << '\n';
     };
-  run.core_ = std::make_unique<detail::RunCore>(*ex, std::move(logger), options.quantum,
-                                                options.fail_fast);
+  run.core_ =
+      std::make_unique<detail::RunCore>(*ex, std::move(logger), options.quantum, options.fail_fast);
   std::vector<std::vector<std::uint32_t>> cells(decls_.size());
   for (std::size_t i = 0; i < decls_.size(); ++i)
     decls_[i].make(*run.core_, cells[i]);
   for (auto& s : subs_)
-    s.wire(*run.core_, cells[s.producer], cells[s.consumer], decls_[s.producer],
-           decls_[s.consumer], s.options, run.edges_);
+    s.wire(*run.core_, cells[s.producer], cells[s.consumer], decls_[s.producer], decls_[s.consumer],
+           s.options, run.edges_);
   run.stage_cells_ = std::move(cells);
   run.core_->start();
   return run;

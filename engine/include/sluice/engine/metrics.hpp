@@ -14,13 +14,13 @@ struct StageMetrics {
   std::string name;
   std::size_t instance = 0;
   StageKind kind = StageKind::producer;
-  std::uint64_t events_in = 0;    ///< events handed to handle_events
-  std::uint64_t events_out = 0;   ///< events sent to subscribers
-  std::uint64_t buffered = 0;     ///< events in the producer buffer (and dispatcher queues)
-  std::uint64_t dropped = 0;      ///< events discarded by a full buffer (passed to the hook)
-  std::uint64_t lost = 0;         ///< events discarded because the stage stopped early
-  std::int64_t demand = 0;        ///< demand received from subscribers and not yet served
-  double busy_seconds = 0;        ///< time spent running
+  std::uint64_t events_in = 0;   ///< events handed to handle_events
+  std::uint64_t events_out = 0;  ///< events sent to subscribers
+  std::uint64_t buffered = 0;    ///< events in the producer buffer (and dispatcher queues)
+  std::uint64_t dropped = 0;     ///< events discarded by a full buffer (passed to the hook)
+  std::uint64_t lost = 0;        ///< events discarded because the stage stopped early
+  std::int64_t demand = 0;       ///< demand received from subscribers and not yet served
+  double busy_seconds = 0;       ///< time spent running
   bool finished = false;
 };
 

@@ -32,7 +32,7 @@ enum class DemandControl { automatic, manual };
 
 /// Per-subscription options (GenStage's subscription options).
 struct SubscriptionOptions {
-  std::int64_t max_demand = default_max_demand;  ///< most events in flight, >= 1
+  std::int64_t max_demand = default_max_demand;           ///< most events in flight, >= 1
   std::optional<std::int64_t> min_demand = std::nullopt;  ///< re-ask threshold; default max/2
   CancelMode cancel = CancelMode::permanent;
   std::optional<std::int64_t> partition = std::nullopt;  ///< for partition dispatchers
@@ -56,7 +56,8 @@ class option_error : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
-/// A stage failed while running: a callback threw, or it broke the protocol. what() names the stage.
+/// A stage failed while running: a callback threw, or it broke the protocol. what() names the
+/// stage.
 class stage_error : public std::runtime_error {
  public:
   stage_error(std::string stage, const std::string& message)

@@ -31,7 +31,9 @@ struct Nothing {};
 // ---- optional callbacks ------------------------------------------------------------------------
 
 template <class H, class Out>
-concept HasHandleDemand = requires(H& h, Context<Out>& c) { h.handle_demand(std::size_t{}, c); };
+concept HasHandleDemand = requires(H& h, Context<Out>& c) {
+  h.handle_demand(std::size_t{}, c);
+};
 template <class H, class In, class Out>
 concept HasHandleEventsFrom = requires(H& h, std::span<In> s, Context<Out>& c) {
   h.handle_events(s, SubscriptionId{}, c);
@@ -41,7 +43,9 @@ concept HasHandleEvents = requires(H& h, std::span<In> s, Context<Out>& c) {
   h.handle_events(s, c);
 };
 template <class H, class Out>
-concept HasHandleInfo = requires(H& h, std::any& m, Context<Out>& c) { h.handle_info(m, c); };
+concept HasHandleInfo = requires(H& h, std::any& m, Context<Out>& c) {
+  h.handle_info(m, c);
+};
 template <class H, class Out>
 concept HasHandleCancel = requires(H& h, const CancelInfo& i, Context<Out>& c) {
   h.handle_cancel(i, c);
@@ -78,8 +82,8 @@ class Cell final : public CellBase,
                  !has_in ? StageKind::producer
                          : (has_out ? StageKind::producer_consumer : StageKind::consumer)),
         handler_(std::move(handler)),
-        buffer_size_(options.buffer_size.value_or(has_in ? infinity
-                                                         : default_producer_buffer_size)),
+        buffer_size_(
+            options.buffer_size.value_or(has_in ? infinity : default_producer_buffer_size)),
         keep_(options.buffer_keep),
         mode_(options.demand),
         dispatcher_(std::move(dispatcher)),
@@ -87,8 +91,7 @@ class Cell final : public CellBase,
 
   // ---- wiring (before the run starts) ----------------------------------------------------------
 
-  void add_subscription(Edge<InEvent>* edge, std::string producer,
-                        const SubscriptionOptions& o) {
+  void add_subscription(Edge<InEvent>* edge, std::string producer, const SubscriptionOptions& o) {
     InSub s;
     s.edge = edge;
     s.producer = std::move(producer);
@@ -130,7 +133,8 @@ class Cell final : public CellBase,
   DemandMode demand_mode() const override { return mode_; }
   void ask(SubscriptionId id, std::int64_t n) override {
     if constexpr (has_in) {
-      if (id >= in_.size()) throw stage_error(name_, "ask on unknown subscription " + std::to_string(id));
+      if (id >= in_.size())
+        throw stage_error(name_, "ask on unknown subscription " + std::to_string(id));
       auto& s = in_[id];
       if (n <= 0 || !s.open) return;  // GenStage: ask(from, 0) is a no-op
       if (s.pending + n > s.max)
@@ -214,7 +218,7 @@ class Cell final : public CellBase,
     bool open = true;
   };
   struct AccEntry {
-    bool demand;     // true: a stored demand; false: a run of held events
+    bool demand;  // true: a stored demand; false: a run of held events
     std::int64_t n;
   };
 
@@ -337,19 +341,37 @@ class Cell final : public CellBase,
   void drain_external() {
     ExternalCommand cmd;
     while (!stopped_ && external_.try_dequeue(cmd)) {
-      if (cmd.kind == ExternalCommand::Kind::info)
-        post_info(std::move(cmd.message));
-      else
-        set_demand_mode(cmd.mode);
+      switch (cmd.kind) {
+        case ExternalCommand::Kind::message: {
+          const auto token = next_token_++;
+          infos_.emplace(token, std::move(cmd.message));
+          ready_infos_.push_back(token);
+          break;
+        }
+        case ExternalCommand::Kind::info:
+          post_info(std::move(cmd.message));
+          break;
+        case ExternalCommand::Kind::demand_mode:
+          set_demand_mode(cmd.mode);
+          break;
+      }
       settle();
     }
   }
 
   // ---- the settle loop: what a callback left behind ---------------------------------------------
 
+  /// Runs a handler callback, then dispatches what it emitted at once (GenStage dispatches a
+  /// callback's events when it returns, before anything else happens), then settles the rest.
   template <class F>
   void invoke(F&& f) {
     f();
+    after_callback();
+  }
+
+  void after_callback() {
+    if constexpr (has_out)
+      if (!stopped_ && !staged_.empty()) dispatch_staged();
     settle();
   }
 
@@ -400,14 +422,53 @@ class Cell final : public CellBase,
         route_info(std::move(msg));
         continue;
       }
+      if constexpr (has_in && has_out) {
+        if (!input_infos_.empty()) {
+          const auto before = input_infos_.size();
+          release_input_infos();
+          if (input_infos_.size() != before) continue;
+        }
+      }
       return;
     }
   }
 
   // ---- infos (GenStage 1.9) ---------------------------------------------------------------------
 
-  /// A posted info: delivered after what is buffered now.
+  /// A posted info: delivered after what is buffered now. On a producer_consumer whose input
+  /// still holds unhandled messages, it waits behind them first (GENSTAGE.md 1.8).
   void route_info(std::any msg) {
+    if constexpr (has_in && has_out) {
+      std::vector<std::uint64_t> behind(in_.size(), 0);
+      bool waits = false;
+      for (std::size_t i = 0; i < in_.size(); ++i) {
+        if (!in_[i].open) continue;
+        behind[i] = in_[i].edge->written_position();
+        waits = waits || behind[i] > in_[i].edge->read_position();
+      }
+      if (waits || !input_infos_.empty()) {
+        input_infos_.push_back({std::move(behind), std::move(msg)});
+        return;
+      }
+    }
+    route_to_output(std::move(msg));
+  }
+
+  /// Input infos whose messages have all been handled go on to the output side, in order.
+  void release_input_infos() {
+    if constexpr (has_in && has_out) {
+      while (!input_infos_.empty()) {
+        auto& front = input_infos_.front();
+        for (std::size_t i = 0; i < in_.size(); ++i)
+          if (in_[i].open && in_[i].edge->read_position() < front.behind[i]) return;
+        std::any msg = std::move(front.msg);
+        input_infos_.pop_front();
+        route_to_output(std::move(msg));
+      }
+    }
+  }
+
+  void route_to_output(std::any msg) {
     const auto token = next_token_++;
     infos_.emplace(token, std::move(msg));
     if constexpr (has_out) {
@@ -431,8 +492,10 @@ class Cell final : public CellBase,
       return;
     }
     if constexpr (HasHandleInfo<Handler, Out>) {
-      auto ctx = context();
-      handler_.handle_info(msg, ctx);
+      invoke([&] {
+        auto ctx = context();
+        handler_.handle_info(msg, ctx);
+      });
     } else {
       run_.log(LogLevel::warning, "stage '" + name_ +
                                       "' received an info message but has no handle_info; "
@@ -612,32 +675,41 @@ class Cell final : public CellBase,
   void hold(std::span<OutEvent> events) {
     if constexpr (has_out && !has_in) {
       const auto cap = static_cast<std::uint64_t>(buffer_size_);
-      for (auto& e : events) {
-        if (buffer_.size() + held_.size() >= cap) {
-          if (keep_ == BufferKeep::first || held_.empty()) {
-            discard(std::span<OutEvent>(&e, 1));
-            continue;
-          }
-          drop_oldest_held();
-        }
-        held_.push_back(std::move(e));
-        if (!acc_.empty() && !acc_.back().demand)
-          ++acc_.back().n;
-        else
-          acc_.push_back({false, 1});
+      const auto used = buffer_.size() + held_.size();
+      if (keep_ == BufferKeep::first) {
+        const auto space = cap > used ? cap - used : 0;
+        const auto keep = std::min<std::uint64_t>(space, events.size());
+        discard(events.subspan(keep));
+        events = events.first(keep);
+      } else if (used + events.size() > cap) {
+        auto over = used + events.size() - cap;
+        const auto from_held = std::min<std::uint64_t>(over, held_.size());
+        drop_oldest_held(from_held);
+        over -= from_held;
+        discard(events.first(over));
+        events = events.subspan(over);
       }
+      if (events.empty()) return;
+      acc_.push_back({false, static_cast<std::int64_t>(events.size())});  // its own dispatch
+      for (auto& e : events)
+        held_.push_back(std::move(e));
     }
   }
 
-  void drop_oldest_held() {
+  void drop_oldest_held(std::uint64_t k) {
     if constexpr (has_out && !has_in) {
-      auto span = held_.front_span();
-      discard(span.first(1));
-      held_.pop_front(1);
-      for (auto it = acc_.begin(); it != acc_.end(); ++it) {
-        if (it->demand) continue;
-        if (--it->n == 0) acc_.erase(it);
-        break;
+      if (k == 0) return;
+      discard(held_.front(k));
+      held_.pop_front(k);
+      for (auto it = acc_.begin(); it != acc_.end() && k > 0;) {
+        if (it->demand) {
+          ++it;
+          continue;
+        }
+        const auto d = std::min<std::uint64_t>(k, static_cast<std::uint64_t>(it->n));
+        it->n -= static_cast<std::int64_t>(d);
+        k -= d;
+        it = it->n == 0 ? acc_.erase(it) : std::next(it);
       }
     }
   }
@@ -730,7 +802,7 @@ class Cell final : public CellBase,
       handler_.handle_events(events, from, ctx);
     else
       handler_.handle_events(events, ctx);
-    settle();
+    after_callback();
   }
 
   /// GenStage's consumer algorithm (Utils.split_batches, GENSTAGE.md 1.5), exactly: cut the
@@ -785,8 +857,8 @@ class Cell final : public CellBase,
 
   /// handle_cancel, then the cancel mode (GENSTAGE.md 1.10). A producer's normal end closes only
   /// that subscription: the stage finishes when all its inputs have ended.
-  void after_subscription_closed(SubscriptionId id, CancelInfo::Origin origin,
-                                 const Reason& reason, CancelMode mode, bool own_cancel) {
+  void after_subscription_closed(SubscriptionId id, CancelInfo::Origin origin, const Reason& reason,
+                                 CancelMode mode, bool own_cancel) {
     if constexpr (has_in) {
       if constexpr (HasHandleCancel<Handler, Out>) {
         CancelInfo info{origin, reason, id, 0, true};
@@ -847,6 +919,11 @@ class Cell final : public CellBase,
   std::deque<std::pair<std::uint64_t, std::uint64_t>> buffered_infos_;  // (position, token)
   std::deque<std::uint64_t> ready_infos_;
   std::deque<std::pair<SubscriberId, std::size_t>> self_asks_;
+  struct InputInfo {
+    std::vector<std::uint64_t> behind;  // per subscription: messages to handle first
+    std::any msg;
+  };
+  std::deque<InputInfo> input_infos_;
 
   std::optional<Reason> stop_request_;
   bool replay_pending_ = false;

@@ -24,7 +24,7 @@ class OwnedCounter {
   void add(T n) noexcept {
     v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);  // single writer
   }
-  void set(T n) noexcept { v_.store(n, std::memory_order_relaxed); }  // metrics only
+  void set(T n) noexcept { v_.store(n, std::memory_order_relaxed); }     // metrics only
   T get() const noexcept { return v_.load(std::memory_order_relaxed); }  // metrics only
 
  private:
@@ -36,7 +36,8 @@ template <class Event>
 class OutPort {
  public:
   virtual void add_subscriber(Edge<Event>* edge, std::string consumer,
-                              const SubscriptionOptions& options, std::size_t consumer_instance) = 0;
+                              const SubscriptionOptions& options,
+                              std::size_t consumer_instance) = 0;
 
  protected:
   ~OutPort() = default;
@@ -54,7 +55,11 @@ class InPort {
 
 /// A control message from a thread outside the engine.
 struct ExternalCommand {
-  enum class Kind : std::uint8_t { info, demand_mode };
+  enum class Kind : std::uint8_t {
+    message,      // to handle_info now (GenStage: a plain message / cast)
+    info,         // to handle_info after the events buffered now (GenStage async_info/2)
+    demand_mode,  // GenStage demand/2
+  };
   Kind kind = Kind::info;
   std::any message;
   DemandMode mode = DemandMode::forward;
@@ -91,7 +96,8 @@ class CellBase : public Schedulable, public CellControl {
     m.lost = lost_.get();
     m.demand = demand_.get();
     m.busy_seconds = static_cast<double>(busy_ns_.get()) * 1e-9;
-    m.finished = finished_.load(std::memory_order_acquire);  // pairs with the release in mark_finished
+    m.finished =
+        finished_.load(std::memory_order_acquire);  // pairs with the release in mark_finished
     return m;
   }
 
@@ -113,7 +119,9 @@ class CellBase : public Schedulable, public CellControl {
   MpmcQueue<ExternalCommand> external_{8};
 };
 
-inline void RunCore::notify(std::uint32_t cell) { cells_[cell]->notify(executor_); }
+inline void RunCore::notify(std::uint32_t cell) {
+  cells_[cell]->notify(executor_);
+}
 inline void RunCore::notify_all() {
   for (auto& c : cells_)
     c->notify(executor_);

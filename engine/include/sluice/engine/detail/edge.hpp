@@ -102,7 +102,7 @@ class Edge {
     }
     ev_write_ = start + n;
     messages_[msg_tail_local_ & (msg_capacity_ - 1)] = {start, static_cast<std::uint32_t>(n),
-                                                         EdgeMessage::Kind::events};
+                                                        EdgeMessage::Kind::events};
     ++msg_tail_local_;
     msg_tail_.store(msg_tail_local_, std::memory_order_release);  // H1
     pushed_.store(pushed_.load(std::memory_order_relaxed) + n,
@@ -158,6 +158,13 @@ class Edge {
       if (msg_head_local_ == msg_tail_cache_) return nullptr;
     }
     return &messages_[msg_head_local_ & (msg_capacity_ - 1)];
+  }
+
+  /// Messages read so far, and messages written so far (a fresh look). Consumer cell only.
+  std::uint64_t read_position() const noexcept { return msg_head_local_; }
+  std::uint64_t written_position() noexcept {
+    msg_tail_cache_ = msg_tail_.load(std::memory_order_acquire);  // H1
+    return msg_tail_cache_;
   }
 
   /// The events of `m` (a message returned by peek()).
@@ -253,7 +260,6 @@ class Edge {
   static constexpr std::size_t ask_ring_max = 4096;
 
  private:
-
   // Producer-owned.
   alignas(cache_line_size) std::uint64_t ev_write_ = 0;
   std::uint64_t msg_tail_local_ = 0;

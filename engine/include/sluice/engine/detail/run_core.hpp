@@ -66,7 +66,8 @@ class RunCore {
 
   /// Asks every cell to stop soon. Any thread.
   void request_cancel() {
-    if (cancel_.exchange(true, std::memory_order_relaxed)) return;  // cells read it on notify (H1 of Schedulable)
+    if (cancel_.exchange(true, std::memory_order_relaxed))
+      return;  // cells read it on notify (H1 of Schedulable)
     notify_all();
   }
   bool cancel_requested() const noexcept {
