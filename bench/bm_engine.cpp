@@ -11,6 +11,7 @@
 // workers while the benchmark thread blocks in Run::wait(), so every rate is over wall time
 // (UseRealTime). The stages are ordinary per-event functions, as a user would write them:
 // batching is the engine's job.
+#include <algorithm>
 #include <any>
 #include <chrono>
 #include <cstddef>
@@ -125,6 +126,10 @@ void run_graphs(benchmark::State& state, Declare declare, Event expected,
   }
   state.SetItemsProcessed(state.iterations() * stream_length);
   state.counters["direct_handoff"] = options.direct_handoff ? 1 : 0;
+  // The arena's size as Engine::start resolves concurrency 0 (the hardware's).
+  state.counters["threads"] =
+      options.concurrency > 0 ? options.concurrency
+                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
 /// Work runs on other threads: rates over wall time; the CPU column is the whole process's CPU

@@ -22,6 +22,8 @@ struct StageMetrics {
   std::int64_t demand = 0;       ///< demand received from subscribers and not yet served
   double busy_seconds = 0;       ///< time spent running
   bool finished = false;
+  /// Once finished: why ("normal", "shutdown" or the error message).
+  std::string stop_reason;
 };
 
 /// One subscription (edge).
@@ -29,13 +31,25 @@ struct EdgeMetrics {
   std::string producer;
   std::string consumer;
   std::uint64_t sent = 0;      ///< events the producer put on the edge
-  std::uint64_t received = 0;  ///< events the consumer has handled
+  std::uint64_t received = 0;  ///< events the consumer has handled (sent - received: in flight,
+                               ///< or lost if the consumer stopped early)
   std::int64_t credit = 0;     ///< demand granted and not yet collected by the producer
 };
 
 struct Metrics {
   std::vector<StageMetrics> stages;
   std::vector<EdgeMetrics> edges;
+
+  /// Events emitted and not handed to any consumer: held by stages that stopped early, plus
+  /// what sits (or was dropped unread) on edges. Exact once the run is done.
+  std::uint64_t undelivered() const {
+    std::uint64_t n = 0;
+    for (auto& s : stages)
+      n += s.lost;
+    for (auto& e : edges)
+      n += e.sent - e.received;
+    return n;
+  }
 };
 
 }  // namespace sluice

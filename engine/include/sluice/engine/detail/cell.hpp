@@ -155,7 +155,7 @@ class Cell final : public CellBase,
       close_subscription(s);
       s.edge->cancel(reason);
       run_.notify(s.edge->producer_cell());
-      lost_.add(s.edge->discard_unread());
+      s.edge->discard_unread();  // counted by the edge: sent - received
       after_subscription_closed(id, CancelInfo::Origin::cancelled, reason, s.cancel, true);
     } else {
       throw stage_error(name_, "cancel: a producer has no subscriptions");
@@ -321,11 +321,11 @@ class Cell final : public CellBase,
         close_subscription(s);
         s.edge->cancel(reason);
         run_.notify(s.edge->producer_cell());
-        lost_.add(s.edge->discard_unread());
+        s.edge->discard_unread();  // counted by the edge: sent - received
       }
     }
     publish_gauges();
-    mark_finished();
+    mark_finished(reason);
   }
 
   void publish_gauges() {
@@ -393,6 +393,13 @@ class Cell final : public CellBase,
       if (stop_request_) {
         Reason r = std::move(*stop_request_);
         stop_request_.reset();
+        if (r.is_error() && !cascading_) {  // the stage itself chose to stop with an error
+          run_.record_error(std::make_exception_ptr(stage_error(name_, "stopped: " + r.message)));
+          run_.log(LogLevel::error, "stage '" + name_ + "' stopped: " + r.message);
+          do_stop(r);
+          if (run_.fail_fast()) run_.request_cancel();
+          return;
+        }
         do_stop(r);
         return;
       }
@@ -832,10 +839,7 @@ class Cell final : public CellBase,
       from += n;
       if (chunk.ask > 0 && s.open) grant(s, chunk.ask);
       if (!s.open) {  // the callback cancelled this subscription
-        if (from < total) {
-          s.edge->release_events(m, from, total);
-          lost_.add(total - from);
-        }
+        if (from < total) s.edge->release_events(m, from, total, false);
         break;
       }
     }
@@ -879,7 +883,8 @@ class Cell final : public CellBase,
         case CancelMode::temporary:
           break;
       }
-      if (stop_now) {
+      if (stop_now) {  // GenStage: "consumer ... is stopping after receiving cancel"
+        cascading_ = true;
         stop(reason);
         settle();
         return;
@@ -930,6 +935,7 @@ class Cell final : public CellBase,
   bool started_ = false;
   bool stopped_ = false;
   bool settling_ = false;
+  bool cascading_ = false;  // stopping because a subscription was cancelled (not our own error)
 };
 
 }  // namespace sluice::detail

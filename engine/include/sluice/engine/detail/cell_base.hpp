@@ -96,13 +96,27 @@ class CellBase : public Schedulable, public CellControl {
     m.lost = lost_.get();
     m.demand = demand_.get();
     m.busy_seconds = static_cast<double>(busy_ns_.get()) * 1e-9;
-    m.finished =
-        finished_.load(std::memory_order_acquire);  // pairs with the release in mark_finished
+    // Acquire pairs with the release in mark_finished: stop_reason_ is then complete.
+    m.finished = finished_.load(std::memory_order_acquire);
+    if (m.finished) {
+      switch (stop_reason_.kind) {
+        case Reason::Kind::normal:
+          m.stop_reason = "normal";
+          break;
+        case Reason::Kind::shutdown:
+          m.stop_reason = "shutdown";
+          break;
+        case Reason::Kind::error:
+          m.stop_reason = stop_reason_.message;
+          break;
+      }
+    }
     return m;
   }
 
  protected:
-  void mark_finished() {
+  void mark_finished(const Reason& reason) {
+    stop_reason_ = reason;
     finished_.store(true, std::memory_order_release);  // pairs with the acquire in metrics()
     run_.cell_finished();
   }
@@ -116,6 +130,7 @@ class CellBase : public Schedulable, public CellControl {
   OwnedCounter<std::int64_t> demand_;
   OwnedCounter<std::uint64_t> busy_ns_;
   std::atomic<bool> finished_{false};
+  Reason stop_reason_;  // written once, before finished_
   MpmcQueue<ExternalCommand> external_{8};
 };
 

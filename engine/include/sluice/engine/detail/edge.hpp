@@ -172,16 +172,19 @@ class Edge {
     return {events_ + (m.start & (ev_capacity_ - 1)), m.count};
   }
 
-  /// Destroys events [m.start, m.start + upto) and hands their slots back. Consumer cell only.
-  void release_events(const EdgeMessage& m, std::uint32_t from, std::uint32_t upto) noexcept {
+  /// Destroys events [m.start + from, m.start + upto) and hands their slots back; `delivered`
+  /// says whether the consumer handled them (metrics). Consumer cell only.
+  void release_events(const EdgeMessage& m, std::uint32_t from, std::uint32_t upto,
+                      bool delivered = true) noexcept {
     if constexpr (!std::is_trivially_destructible_v<Event>) {
       Event* base = events_ + (m.start & (ev_capacity_ - 1));
       for (std::uint32_t i = from; i < upto; ++i)
         std::destroy_at(base + i);
     }
     ev_released_.store(m.start + upto, std::memory_order_release);  // H2
-    consumed_.store(consumed_.load(std::memory_order_relaxed) + (upto - from),
-                    std::memory_order_relaxed);  // metrics only, single writer
+    if (delivered)
+      consumed_.store(consumed_.load(std::memory_order_relaxed) + (upto - from),
+                      std::memory_order_relaxed);  // metrics only, single writer
   }
 
   /// Finishes the message returned by peek(); its events must have been released. Consumer only.
@@ -227,7 +230,7 @@ class Edge {
                 : 0);
         const auto from = done < m->count ? done : m->count;
         lost += m->count - from;
-        release_events(*m, from, m->count);
+        release_events(*m, from, m->count, false);
       }
       pop();
     }
