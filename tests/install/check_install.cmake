@@ -6,8 +6,17 @@ execute_process(COMMAND ${CMAKE_COMMAND} --install "${BINARY_DIR}" --prefix "${W
 if(rc)
   message(FATAL_ERROR "cmake --install failed")
 endif()
+# The consumer is built with the same sanitizer as the tree under test (the tsan preset links a
+# oneTBB built with ThreadSanitizer, which only instrumented programs can load).
+set(flags "")
+if(SANITIZE STREQUAL "address")
+  set(flags "-fsanitize=address,undefined -fno-sanitize=vptr")
+elseif(SANITIZE STREQUAL "thread")
+  set(flags "-fsanitize=thread")
+endif()
 execute_process(COMMAND ${CMAKE_COMMAND} -S "${SOURCE_DIR}/tests/install/consumer"
                   -B "${WORK_DIR}/build" -G "${GENERATOR}" -DCMAKE_CXX_COMPILER=${CXX}
+                  "-DCMAKE_CXX_FLAGS=${flags}" "-DCMAKE_EXE_LINKER_FLAGS=${flags}"
                   "-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix;${PREFIX_PATH}"
                 RESULT_VARIABLE rc)
 if(rc)
