@@ -2,14 +2,14 @@
 // stage's name. These runs are real (oneTBB threads), with endless producers.
 #include <atomic>
 #include <chrono>
-#include <memory>
-#include <thread>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
-
-#include <support/genstage.hpp>
+#include <thread>
 
 #include <doctest/doctest.h>
+
+#include <support/genstage.hpp>
 
 using namespace sluice_test;
 
@@ -43,7 +43,9 @@ sluice::RunOptions quiet() {
   return o;
 }
 
-auto demand64() { return sluice::demand_dispatcher<std::int64_t>(); }
+auto demand64() {
+  return sluice::demand_dispatcher<std::int64_t>();
+}
 
 }  // namespace
 
@@ -68,8 +70,8 @@ TEST_CASE("an exception in a producer_consumer ends the run and names the stage"
 TEST_CASE("an exception in one instance names that instance" * doctest::timeout(60)) {
   sluice::Engine e;
   auto p = e.producer<std::int64_t>("source", Endless{}, demand64());
-  auto m = e.producer_consumer<std::int64_t, std::int64_t>("map", ThrowAt{70'000}, demand64(),
-                                                           {}, 3);
+  auto m =
+      e.producer_consumer<std::int64_t, std::int64_t>("map", ThrowAt{70'000}, demand64(), {}, 3);
   auto c = e.consumer<std::int64_t>("sink", Sink{});
   e.subscribe(m, p);
   e.subscribe(c, m);
@@ -152,14 +154,13 @@ TEST_CASE("a dispatcher that sends beyond demand is a protocol error of its prod
     }
   };
   sluice::Engine e;
-  auto p = e.producer<std::int64_t>(
-      "p", TooMuch{}, [] { return std::make_unique<Greedy>(); });
+  auto p = e.producer<std::int64_t>("p", TooMuch{}, [] { return std::make_unique<Greedy>(); });
   auto c = e.consumer<std::int64_t>("c", Sink{});
   e.subscribe(c, p, {.max_demand = 10});
   auto run = e.start(quiet());
-  CHECK_THROWS_WITH_AS(run.wait(),
-                       "stage 'p': dispatcher Greedy sent 11 events to 'c', which asked for only 10",
-                       sluice::stage_error);
+  CHECK_THROWS_WITH_AS(
+      run.wait(), "stage 'p': dispatcher Greedy sent 11 events to 'c', which asked for only 10",
+      sluice::stage_error);
 }
 
 TEST_CASE("cancel() stops an endless run and accounts for every event" * doctest::timeout(60)) {

@@ -3,9 +3,9 @@
 // propagate a stop. "Exits with reason R" is the stage's stop reason; where GenStage keeps a
 // consumer with no subscription left alive, Sluice finishes it normally (a run ends when every
 // stage has finished).
-#include <support/genstage.hpp>
-
 #include <doctest/doctest.h>
+
+#include <support/genstage.hpp>
 
 using namespace sluice_test;
 using sluice::CancelMode;
@@ -57,12 +57,11 @@ TEST_CASE("consumer cancel modes on its own cancel") {
     Reason reason;
     std::string expected_stop;
   };
-  for (const auto& k :
-       {Case{CancelMode::temporary, Reason::error("oops"), "normal"},
-        Case{CancelMode::transient, Reason::normal(), "normal"},
-        Case{CancelMode::transient, Reason::error("pid"), "pid"},
-        Case{CancelMode::permanent, Reason::error("pid"), "pid"},
-        Case{CancelMode::permanent, Reason::normal(), "normal"}}) {
+  for (const auto& k : {Case{CancelMode::temporary, Reason::error("oops"), "normal"},
+                        Case{CancelMode::transient, Reason::normal(), "normal"},
+                        Case{CancelMode::transient, Reason::error("pid"), "pid"},
+                        Case{CancelMode::permanent, Reason::error("pid"), "pid"},
+                        Case{CancelMode::permanent, Reason::normal(), "normal"}}) {
     Chain t(k.mode);
     t.run->send_info(t.c, CancelSub{0, k.reason});
     t.run->run_until_idle();

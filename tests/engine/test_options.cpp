@@ -1,8 +1,8 @@
 // Bad input is rejected before anything runs, with an error naming the stage and the option
 // (GENSTAGE.md 1.1 / 1.3 messages where GenStage has one).
-#include <support/genstage.hpp>
-
 #include <doctest/doctest.h>
+
+#include <support/genstage.hpp>
 
 using namespace sluice_test;
 using sluice::option_error;
@@ -28,10 +28,10 @@ TEST_CASE("max_demand must be at least 1") {
 
 TEST_CASE("min_demand must be below max_demand") {
   Fixture f;
-  CHECK_THROWS_WITH_AS(
-      f.e.subscribe(f.c, f.p, {.min_demand = 2000}),
-      "stage 'c' subscribing to 'p': option min_demand must be equal to or less than 999, got: 2000",
-      option_error);
+  CHECK_THROWS_WITH_AS(f.e.subscribe(f.c, f.p, {.min_demand = 2000}),
+                       "stage 'c' subscribing to 'p': option min_demand must be equal to or less "
+                       "than 999, got: 2000",
+                       option_error);
   CHECK_THROWS_WITH_AS(
       f.e.subscribe(f.c, f.p, {.max_demand = 10, .min_demand = 10}),
       "stage 'c' subscribing to 'p': option min_demand must be equal to or less than 9, got: 10",
@@ -91,8 +91,7 @@ TEST_CASE("a dispatcher is required") {
   CHECK_THROWS_WITH_AS(e.producer<Ev>("p", Counter{&log}, sluice::DispatcherFactory<Ev>{}),
                        "stage 'p': option dispatcher: none given", option_error);
   CHECK_THROWS_WITH_AS(
-      e.producer<Ev>("q", Counter{&log},
-                     [] { return std::unique_ptr<sluice::Dispatcher<Ev>>(); }),
+      e.producer<Ev>("q", Counter{&log}, [] { return std::unique_ptr<sluice::Dispatcher<Ev>>(); }),
       "stage 'q': the dispatcher factory returned null", option_error);
 }
 

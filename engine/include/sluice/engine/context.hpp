@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include <sluice/engine/detail/emit_buffer.hpp>
 #include <sluice/engine/options.hpp>
 
 namespace sluice {
@@ -42,7 +43,7 @@ struct SubscribeInfo {
 namespace detail {
 /// Where a callback's emitted events wait for dispatch (a placeholder type for consumers).
 template <class Out>
-using Staged = std::vector<std::conditional_t<std::is_void_v<Out>, char, Out>>;
+using Staged = EmitBuffer<std::conditional_t<std::is_void_v<Out>, char, Out>>;
 
 /// The non-typed operations a stage callback may ask of its cell. Owner thread only.
 class CellControl {

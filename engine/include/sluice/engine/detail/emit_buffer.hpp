@@ -1,0 +1,65 @@
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <utility>
+
+namespace sluice::detail {
+
+/// Where a callback's emitted events wait for dispatch: a growable array reused from call to
+/// call. Its append is the hottest line of a producer (one per event), so the fast path is a
+/// compare and a store through raw pointers; growing is out of line.
+template <class T>
+class EmitBuffer {
+ public:
+  EmitBuffer() = default;
+  EmitBuffer(const EmitBuffer&) = delete;
+  EmitBuffer& operator=(const EmitBuffer&) = delete;
+  ~EmitBuffer() {
+    clear();
+    if (begin_) std::allocator<T>{}.deallocate(begin_, static_cast<std::size_t>(cap_ - begin_));
+  }
+
+  void push_back(T&& v) {
+    if (cur_ == cap_) [[unlikely]]
+      grow();
+    std::construct_at(cur_, std::move(v));
+    ++cur_;
+  }
+  void push_back(const T& v) { push_back(T(v)); }
+
+  std::size_t size() const noexcept { return static_cast<std::size_t>(cur_ - begin_); }
+  bool empty() const noexcept { return cur_ == begin_; }
+  T* data() noexcept { return begin_; }
+  T& operator[](std::size_t i) noexcept { return begin_[i]; }
+  operator std::span<T>() noexcept { return {begin_, size()}; }
+
+  /// Destroys the content; keeps the capacity.
+  void clear() noexcept {
+    std::destroy(begin_, cur_);
+    cur_ = begin_;
+  }
+
+ private:
+  [[gnu::noinline]] void grow() {
+    const std::size_t old = static_cast<std::size_t>(cap_ - begin_);
+    const std::size_t cap = old == 0 ? 256 : old * 2;
+    T* fresh = std::allocator<T>{}.allocate(cap);
+    const std::size_t n = size();
+    for (std::size_t i = 0; i < n; ++i) {
+      std::construct_at(fresh + i, std::move(begin_[i]));
+      std::destroy_at(begin_ + i);
+    }
+    if (begin_) std::allocator<T>{}.deallocate(begin_, old);
+    begin_ = fresh;
+    cur_ = fresh + n;
+    cap_ = fresh + cap;
+  }
+
+  T* begin_ = nullptr;
+  T* cur_ = nullptr;
+  T* cap_ = nullptr;
+};
+
+}  // namespace sluice::detail
