@@ -12,24 +12,11 @@
 #include <sluice/engine/detail/edge.hpp>
 #include <sluice/engine/detail/executor.hpp>
 #include <sluice/engine/detail/mpmc_queue.hpp>
+#include <sluice/engine/detail/owned_counter.hpp>
 #include <sluice/engine/detail/run_core.hpp>
 #include <sluice/engine/metrics.hpp>
 
 namespace sluice::detail {
-
-/// A counter written by one thread and read approximately by others (metrics). No RMW.
-template <class T>
-class OwnedCounter {
- public:
-  void add(T n) noexcept {
-    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);  // single writer
-  }
-  void set(T n) noexcept { v_.store(n, std::memory_order_relaxed); }     // metrics only
-  T get() const noexcept { return v_.load(std::memory_order_relaxed); }  // metrics only
-
- private:
-  std::atomic<T> v_{0};
-};
 
 /// Typed wiring ports, used when a run is built.
 template <class Event>

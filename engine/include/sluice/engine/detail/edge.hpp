@@ -12,6 +12,7 @@
 #include <utility>
 
 #include <sluice/engine/detail/cache_line.hpp>
+#include <sluice/engine/detail/owned_counter.hpp>
 #include <sluice/engine/options.hpp>
 
 namespace sluice::detail {
@@ -105,8 +106,7 @@ class Edge {
                                                         EdgeMessage::Kind::events};
     ++msg_tail_local_;
     msg_tail_.store(msg_tail_local_, std::memory_order_release);  // H1
-    pushed_.store(pushed_.load(std::memory_order_relaxed) + n,
-                  std::memory_order_relaxed);  // metrics only, single writer
+    pushed_.add(n);
     return true;
   }
 
@@ -129,15 +129,13 @@ class Edge {
       const auto n = asks_[ask_head_local_ & (ask_capacity_ - 1)];
       ++ask_head_local_;
       ask_head_.store(ask_head_local_, std::memory_order_release);  // H3: slot may be reused
-      taken_.store(taken_.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(n),
-                   std::memory_order_relaxed);  // metrics only, single writer
+      taken_.add(static_cast<std::uint64_t>(n));
       f(n);
     }
     if (spill_.load(std::memory_order_relaxed) != 0) {  // cheap skip; H3 is on the exchange
       const auto n = spill_.exchange(0, std::memory_order_acquire);  // H3
       if (n > 0) {
-        taken_.store(taken_.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(n),
-                     std::memory_order_relaxed);  // metrics only, single writer
+        taken_.add(static_cast<std::uint64_t>(n));
         f(n);
       }
     }
@@ -182,9 +180,7 @@ class Edge {
         std::destroy_at(base + i);
     }
     ev_released_.store(m.start + upto, std::memory_order_release);  // H2
-    if (delivered)
-      consumed_.store(consumed_.load(std::memory_order_relaxed) + (upto - from),
-                      std::memory_order_relaxed);  // metrics only, single writer
+    if (delivered) consumed_.add(upto - from);
   }
 
   /// Finishes the message returned by peek(); its events must have been released. Consumer only.
@@ -198,8 +194,7 @@ class Edge {
 
   /// Asks for `n` more events. Consumer cell only. Never allocates.
   void grant(std::int64_t n) noexcept {
-    asked_.store(asked_.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(n),
-                 std::memory_order_relaxed);  // metrics only, single writer
+    asked_.add(static_cast<std::uint64_t>(n));
     if (ask_tail_local_ - ask_head_cache_ >= ask_capacity_) {
       ask_head_cache_ = ask_head_.load(std::memory_order_acquire);  // H3
       if (ask_tail_local_ - ask_head_cache_ >= ask_capacity_) {
@@ -224,10 +219,9 @@ class Edge {
     std::uint64_t lost = 0;
     while (const EdgeMessage* m = peek()) {
       if (m->kind == EdgeMessage::Kind::events) {
-        const auto done = static_cast<std::uint32_t>(
-            ev_released_.load(std::memory_order_relaxed) > m->start  // own writes only
-                ? ev_released_.load(std::memory_order_relaxed) - m->start
-                : 0);
+        // Relaxed: ev_released_ is this (consumer) thread's own variable.
+        const auto released = ev_released_.load(std::memory_order_relaxed);
+        const auto done = static_cast<std::uint32_t>(released > m->start ? released - m->start : 0);
         const auto from = done < m->count ? done : m->count;
         lost += m->count - from;
         release_events(*m, from, m->count, false);
@@ -238,14 +232,11 @@ class Edge {
   }
 
   // ---- metrics (any thread, approximate) -----------------------------------------------------
-  std::uint64_t pushed_approx() const noexcept { return pushed_.load(std::memory_order_relaxed); }
-  std::uint64_t consumed_approx() const noexcept {
-    return consumed_.load(std::memory_order_relaxed);
-  }
+  std::uint64_t pushed_approx() const noexcept { return pushed_.get(); }
+  std::uint64_t consumed_approx() const noexcept { return consumed_.get(); }
   /// Demand asked for and not yet collected by the producer.
   std::int64_t credit_approx() const noexcept {
-    return static_cast<std::int64_t>(asked_.load(std::memory_order_relaxed) -  // metrics only
-                                     taken_.load(std::memory_order_relaxed));
+    return static_cast<std::int64_t>(asked_.get() - taken_.get());
   }
 
  private:
@@ -272,9 +263,9 @@ class Edge {
   std::uint64_t ask_tail_cache_ = 0;
   Reason end_reason_;
   alignas(cache_line_size) std::atomic<std::uint64_t> msg_tail_{0};
-  std::atomic<std::uint64_t> pushed_{0};
+  OwnedCounter<std::uint64_t> pushed_;
   std::atomic<std::uint64_t> ask_head_{0};
-  std::atomic<std::uint64_t> taken_{0};
+  OwnedCounter<std::uint64_t> taken_;
 
   // Consumer-owned.
   alignas(cache_line_size) std::uint64_t msg_head_local_ = 0;
@@ -284,9 +275,9 @@ class Edge {
   Reason cancel_reason_;
   alignas(cache_line_size) std::atomic<std::uint64_t> msg_head_{0};
   std::atomic<std::uint64_t> ev_released_{0};
-  std::atomic<std::uint64_t> consumed_{0};
+  OwnedCounter<std::uint64_t> consumed_;
   std::atomic<std::uint64_t> ask_tail_{0};
-  std::atomic<std::uint64_t> asked_{0};
+  OwnedCounter<std::uint64_t> asked_;
 
   // Shared.
   alignas(cache_line_size) std::atomic<std::int64_t> spill_{0};

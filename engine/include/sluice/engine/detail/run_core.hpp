@@ -59,15 +59,16 @@ class RunCore {
   /// Keeps the first error. Any thread.
   void record_error(std::exception_ptr e) {
     bool expected = false;
-    if (error_claimed_.compare_exchange_strong(expected, true, std::memory_order_relaxed,
-                                               std::memory_order_relaxed))  // H2: see class
+    // Relaxed (both orders): error_ is published by H1 (the claimer finishes its cell later).
+    constexpr auto relaxed = std::memory_order_relaxed;  // see above
+    if (error_claimed_.compare_exchange_strong(expected, true, relaxed, relaxed))
       error_ = std::move(e);
   }
 
   /// Asks every cell to stop soon. Any thread.
   void request_cancel() {
-    if (cancel_.exchange(true, std::memory_order_relaxed))
-      return;  // cells read it on notify (H1 of Schedulable)
+    // Relaxed: cells read it after notify(), whose acq_rel (Schedulable H1) orders it.
+    if (cancel_.exchange(true, std::memory_order_relaxed)) return;
     notify_all();
   }
   bool cancel_requested() const noexcept {
@@ -77,8 +78,8 @@ class RunCore {
   bool done() const noexcept { return done_.load(std::memory_order_acquire); }  // H1
   /// Blocks the calling thread until every cell has finished.
   void wait_done() const {
-    while (!done_.load(std::memory_order_acquire))  // H1
-      done_.wait(false, std::memory_order_acquire);
+    while (!done_.load(std::memory_order_acquire))   // H1
+      done_.wait(false, std::memory_order_acquire);  // H1: pairs with finish_run's release
   }
   /// After wait_done(): the first error, if any.
   std::exception_ptr error() const noexcept { return error_; }
