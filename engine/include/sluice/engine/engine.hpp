@@ -33,7 +33,8 @@ using DispatcherFactory = std::function<std::unique_ptr<Dispatcher<Event>>()>;
 
 /// How a run executes.
 struct RunOptions {
-  /// Threads of the run's oneTBB arena; 0 means the hardware's concurrency.
+  /// Threads of the run's oneTBB arena; 0 means oneTBB's default (the cores this process may
+  /// use).
   int concurrency = 0;
   /// Run a cell made runnable by the current one next, on the same thread (no new task).
   bool direct_handoff = true;
@@ -448,10 +449,7 @@ inline Run Engine::start(RunOptions options) const {
     run.manual_ = std::make_unique<detail::ManualExecutor>();
     ex = run.manual_.get();
   } else {
-    const int n = options.concurrency > 0
-                      ? options.concurrency
-                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    run.tbb_ = std::make_unique<detail::TbbExecutor>(n, options.direct_handoff);
+    run.tbb_ = std::make_unique<detail::TbbExecutor>(options.concurrency, options.direct_handoff);
     ex = run.tbb_.get();
   }
   auto logger = options.logger;

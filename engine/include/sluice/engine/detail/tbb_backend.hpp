@@ -8,6 +8,7 @@
 #include <utility>
 
 #include <tbb/global_control.h>
+#include <tbb/info.h>
 #include <tbb/task_arena.h>
 #include <tbb/task_group.h>
 
@@ -27,10 +28,12 @@ namespace sluice::detail {
 /// one is spawned, so other tasks are never starved.
 class TbbExecutor final : public Executor {
  public:
+  /// `concurrency` 0: oneTBB's default (the cores this process may use).
   explicit TbbExecutor(int concurrency, bool direct_handoff = true)
-      : workers_(tbb::global_control::max_allowed_parallelism,
-                 static_cast<std::size_t>(std::max(concurrency, 1)) + 1),
-        arena_(std::max(concurrency, 1), 0),
+      : threads_(concurrency > 0 ? concurrency : std::max(tbb::info::default_concurrency(), 1)),
+        workers_(tbb::global_control::max_allowed_parallelism,
+                 static_cast<std::size_t>(threads_) + 1),
+        arena_(threads_, 0),
         direct_handoff_(direct_handoff) {}
 
   ~TbbExecutor() noexcept override {
@@ -93,6 +96,7 @@ class TbbExecutor final : public Executor {
     *slot = saved;
   }
 
+  const int threads_;
   tbb::global_control workers_;
   tbb::task_arena arena_;
   tbb::task_group tg_;
