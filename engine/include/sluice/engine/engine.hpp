@@ -165,6 +165,9 @@ class Engine {
   template <class Out, class Handler>
   StageRef<void, Out> producer(std::string name, Handler handler, DispatcherFactory<Out> dispatcher,
                                ProducerOptions options = {}, std::size_t instances = 1) {
+    static_assert(std::is_nothrow_move_constructible_v<Out>,
+                  "event types must be nothrow move constructible (events are moved through "
+                  "buffers and edges that cannot roll back a throwing move)");
     static_assert(detail::HasHandleDemand<Handler, Out>,
                   "a producer handler needs handle_demand(std::size_t n, sluice::Context<Out>&)");
     check_name_and_instances(name, instances);
@@ -180,6 +183,9 @@ class Engine {
   StageRef<In, Out> producer_consumer(std::string name, Handler handler,
                                       DispatcherFactory<Out> dispatcher,
                                       ProducerOptions options = {}, std::size_t instances = 1) {
+    static_assert(std::is_nothrow_move_constructible_v<Out>,
+                  "event types must be nothrow move constructible (events are moved through "
+                  "buffers and edges that cannot roll back a throwing move)");
     static_assert(
         detail::HasHandleEvents<Handler, In, Out> || detail::HasHandleEventsFrom<Handler, In, Out>,
         "a producer_consumer handler needs handle_events(std::span<In>, "
@@ -235,7 +241,8 @@ class Engine {
       for (std::size_t ci = 0; ci < ccells.size(); ++ci) {
         for (std::size_t pi = 0; pi < pcells.size(); ++pi) {
           auto edge = std::make_shared<detail::Edge<POut>>(static_cast<std::size_t>(o.max_demand),
-                                                           pcells[pi], ccells[ci]);
+                                                           pcells[pi], ccells[ci],
+                                                           o.demand == DemandControl::manual);
           auto* out = dynamic_cast<detail::OutPort<POut>*>(core.cells()[pcells[pi]].get());
           auto* in = dynamic_cast<detail::InPort<CIn>*>(core.cells()[ccells[ci]].get());
           SubscriptionOptions eo = o;

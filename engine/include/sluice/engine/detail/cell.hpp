@@ -136,6 +136,9 @@ class Cell final : public CellBase,
       if (id >= in_.size())
         throw stage_error(name_, "ask on unknown subscription " + std::to_string(id));
       auto& s = in_[id];
+      if (s.control != DemandControl::manual)
+        throw stage_error(name_, "ask on the automatic subscription to '" + s.producer +
+                                     "': only manual subscriptions ask by hand");
       if (n <= 0 || !s.open) return;  // GenStage: ask(from, 0) is a no-op
       if (s.pending + n > s.max)
         throw stage_error(name_, "manual ask of " + std::to_string(n) + " on subscription to '" +
@@ -148,19 +151,29 @@ class Cell final : public CellBase,
       throw stage_error(name_, "ask: a producer has no subscriptions");
     }
   }
+  /// Deferred until the message being handled (if any) is done, like stop(): a callback may
+  /// cancel the subscription whose events it is holding.
   void cancel(SubscriptionId id, Reason reason) override {
     if constexpr (has_in) {
       if (id >= in_.size() || !in_[id].open) return;  // GenStage ignores unknown tags
+      cancel_requests_.emplace_back(id, std::move(reason));
+    } else {
+      throw stage_error(name_, "cancel: a producer has no subscriptions");
+    }
+  }
+
+  void do_cancel(SubscriptionId id, const Reason& reason) {
+    if constexpr (has_in) {
       auto& s = in_[id];
+      if (!s.open) return;
       close_subscription(s);
       s.edge->cancel(reason);
       run_.notify(s.edge->producer_cell());
       s.edge->discard_unread();  // counted by the edge: sent - received
       after_subscription_closed(id, CancelInfo::Origin::cancelled, reason, s.cancel, true);
-    } else {
-      throw stage_error(name_, "cancel: a producer has no subscriptions");
     }
   }
+
   std::size_t buffered_count() const override {
     if constexpr (has_out)
       return buffer_.size() + held_.size() + dispatcher_->buffered();
@@ -171,7 +184,9 @@ class Cell final : public CellBase,
  protected:
   // ---- the scheduler's entry point -------------------------------------------------------------
 
-  bool run_quantum() override {
+  /// Never throws: every exception from user code (handlers, dispatchers, the logger) is caught
+  /// here or in fail(), so a cell always finishes and a run never hangs.
+  bool run_quantum() noexcept override {
     if (stopped_) return false;
     const auto t0 = std::chrono::steady_clock::now();
     bool more = false;
@@ -187,10 +202,10 @@ class Cell final : public CellBase,
           if (!stopped_) more = poll_inputs(budget);
         settle();
       }
+      publish_gauges();
     } catch (...) {
       fail(std::current_exception());
     }
-    publish_gauges();
     busy_ns_.add(static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
             .count()));
@@ -277,54 +292,65 @@ class Cell final : public CellBase,
     }
   }
 
-  void fail(std::exception_ptr e) {
+  void fail(std::exception_ptr e) noexcept {
+    in_message_ = false;  // the exception unwound out of any message being handled
     std::string what = "unknown exception";
     try {
-      std::rethrow_exception(e);
-    } catch (const stage_error& se) {
-      run_.record_error(e);
-      what = se.what();
-    } catch (const std::exception& ex) {
-      what = ex.what();
-      run_.record_error(std::make_exception_ptr(stage_error(name_, what)));
-    } catch (...) {
-      run_.record_error(std::make_exception_ptr(stage_error(name_, what)));
+      try {
+        std::rethrow_exception(e);
+      } catch (const stage_error& se) {
+        run_.record_error(e);
+        what = se.what();
+      } catch (const std::exception& ex) {
+        what = ex.what();
+        run_.record_error(std::make_exception_ptr(stage_error(name_, what)));
+      } catch (...) {
+        run_.record_error(std::make_exception_ptr(stage_error(name_, what)));
+      }
+      run_.log(LogLevel::error, "stage '" + name_ + "' failed: " + what);
+    } catch (...) {  // out of memory while reporting: the stage still stops below
     }
-    run_.log(LogLevel::error, "stage '" + name_ + "' failed: " + what);
-    try {
-      do_stop(Reason::error(what));
-    } catch (...) {  // stopping must not throw twice; the first error is already recorded
-    }
+    do_stop(Reason::error(what));
     if (run_.fail_fast()) run_.request_cancel();
   }
 
   /// Stops this instance for good: ends every downstream subscription, cancels every upstream
   /// one, and counts what it still held as lost.
-  void do_stop(const Reason& reason) {
+  void do_stop(const Reason& reason) noexcept {
     if (stopped_) return;
     stopped_ = true;
+    // Each step may meet user code (a dispatcher, an event's destructor) or run out of memory;
+    // whatever happens, the cell is marked finished exactly once.
+    auto guarded = [](auto&& step) noexcept {
+      try {
+        step();
+      } catch (...) {  // keep stopping: the run must end
+      }
+    };
     if constexpr (has_out) {
       for (auto& o : out_) {
         if (!o.open) continue;
         o.open = false;
-        o.edge->push_end(reason);
+        guarded([&] { o.edge->push_end(reason); });
         run_.notify(o.edge->consumer_cell());
       }
-      lost_.add(buffer_.size() + held_.size() + dispatcher_->buffered());
-      buffer_.clear();
-      held_.clear();
-      staged_.clear();
+      guarded([&] {
+        lost_.add(buffer_.size() + held_.size() + staged_.size() + dispatcher_->buffered());
+      });
+      guarded([&] { buffer_.clear(); });
+      guarded([&] { held_.clear(); });
+      guarded([&] { staged_.clear(); });
     }
     if constexpr (has_in) {
       for (auto& s : in_) {
         if (!s.open) continue;
         close_subscription(s);
-        s.edge->cancel(reason);
+        guarded([&] { s.edge->cancel(reason); });
         run_.notify(s.edge->producer_cell());
         s.edge->discard_unread();  // counted by the edge: sent - received
       }
     }
-    publish_gauges();
+    guarded([&] { publish_gauges(); });
     mark_finished(reason);
   }
 
@@ -389,6 +415,13 @@ class Cell final : public CellBase,
           dispatch_staged();
           continue;
         }
+      }
+      if (in_message_) return;  // stop and cancel wait for the end of the current message
+      if (!cancel_requests_.empty()) {
+        auto [id, reason] = std::move(cancel_requests_.front());
+        cancel_requests_.pop_front();
+        do_cancel(id, reason);
+        continue;
       }
       if (stop_request_) {
         Reason r = std::move(*stop_request_);
@@ -567,9 +600,16 @@ class Cell final : public CellBase,
   /// GenStage's demand path: serve from the buffer, then forward, accumulate or count.
   void demand_path(std::int64_t k) {
     if constexpr (has_out) {
+      if (stopped_) return;
+      // The buffer is offered whatever k is: the dispatcher sends only what its subscribers
+      // asked for. (GenStage offers min(k, buffered), which strands buffered events when the
+      // DemandDispatcher's `pending` absorbs an ask after a subscriber left with demand.)
+      if (!buffer_.empty()) {
+        const auto before = buffer_.popped_total();
+        take_from_buffer(static_cast<std::int64_t>(buffer_.size()));
+        k -= static_cast<std::int64_t>(buffer_.popped_total() - before);
+      }
       if (k <= 0 || stopped_) return;
-      k = take_from_buffer(k);
-      if (k <= 0) return;
       if constexpr (has_in) {
         pc_counter_ += k;
       } else if (mode_ == DemandMode::accumulate) {
@@ -600,8 +640,7 @@ class Cell final : public CellBase,
             break;
           }
         }
-        release_buffered_infos();
-        settle();
+        release_buffered_infos();  // delivered by the next settle, after this demand path
       }
       release_buffered_infos();
     }
@@ -751,10 +790,14 @@ class Cell final : public CellBase,
                                      " sent events to a subscriber that is not subscribed");
       auto& o = out_[to];
       const auto n = static_cast<std::int64_t>(events.size());
-      if (n > o.available || !o.edge->push(events))
+      if (n > o.available)
         throw stage_error(name_, "dispatcher " + dispatcher_->name() + " sent " +
                                      std::to_string(n) + " events to '" + o.consumer +
                                      "', which asked for only " + std::to_string(o.available));
+      if (!o.edge->push(events))
+        throw stage_error(name_, "the edge to '" + o.consumer + "' is full (" + std::to_string(n) +
+                                     " events): the consumer holds more than "
+                                     "its max_demand");
       o.available -= n;
       events_out_.add(static_cast<std::uint64_t>(n));
       run_.notify(o.edge->consumer_cell());
@@ -822,28 +865,39 @@ class Cell final : public CellBase,
     if (s.control == DemandControl::manual) {
       if (static_cast<std::int64_t>(total) > s.pending) log_excess(s, total - s.pending);
       s.pending = std::max<std::int64_t>(s.pending - static_cast<std::int64_t>(total), 0);
+      in_message_ = true;
       call_handle_events(events, id);
       s.edge->release_events(m, 0, total);
       s.edge->pop();
+      in_message_ = false;
       return;
     }
     s.demand.begin(total);
+    in_message_ = true;
     std::uint32_t from = 0;
     while (s.demand.more()) {
       const auto chunk = s.demand.next();
       const auto n = static_cast<std::uint32_t>(chunk.size);
       if (chunk.excess > 0) log_excess(s, chunk.excess);
       call_handle_events(events.subspan(from, n), id);
-      if (stopped_) return;  // do_stop released what was left
+      if (stopped_) {  // stopped from inside the callback: do_stop released the edge
+        in_message_ = false;
+        return;
+      }
       s.edge->release_events(m, from, from + n);
       from += n;
-      if (chunk.ask > 0 && s.open) grant(s, chunk.ask);
-      if (!s.open) {  // the callback cancelled this subscription
-        if (from < total) s.edge->release_events(m, from, total, false);
-        break;
-      }
+      if (chunk.ask > 0) grant(s, chunk.ask);
+      if (stop_request_ || cancel_pending(id)) break;  // the rest is not delivered
     }
-    if (s.open || from >= total) s.edge->pop();
+    if (from < total) s.edge->release_events(m, from, total, false);
+    s.edge->pop();
+    in_message_ = false;
+  }
+
+  bool cancel_pending(SubscriptionId id) const {
+    for (auto& [c, r] : cancel_requests_)
+      if (c == id) return true;
+    return false;
   }
 
   void log_excess(const InSub& s, std::int64_t excess) {
@@ -935,6 +989,8 @@ class Cell final : public CellBase,
   bool started_ = false;
   bool stopped_ = false;
   bool settling_ = false;
+  bool in_message_ = false;  // handling an inbound message: stop and cancel wait for its end
+  std::deque<std::pair<SubscriptionId, Reason>> cancel_requests_;
   bool cascading_ = false;  // stopping because a subscription was cancelled (not our own error)
 };
 

@@ -30,9 +30,10 @@ struct EdgeMessage {
 /// Two single-producer single-consumer rings: the events themselves (constructed in place, each
 /// message contiguous so the consumer gets a span with no copy), and the message headers, which
 /// keep the producer's message boundaries (GenStage's consumer chunking depends on them). Demand
-/// credit bounds what the rings hold: events <= max_demand, messages <= max_demand + 2 (the
-/// message being handled, and the end), so the rings never grow and need no capacity check on
-/// the hot path beyond a debug guard.
+/// credit bounds what the rings hold: events <= max_demand (plus, on a manual subscription, the
+/// message in the consumer's hands), and each message may waste less than max_demand slots to
+/// stay contiguous, hence 2 (manual: 3) x max_demand slots; messages <= max_demand + 2 (the
+/// message being handled, and the end). The rings never grow.
 ///
 /// Demand travels upstream as discrete asks (GenStage's {:ask, n} messages: a producer sees each
 /// ask on its own, so its dispatcher and handle_demand get them one by one) on a third SPSC ring.
@@ -55,8 +56,11 @@ struct EdgeMessage {
 template <class Event>
 class Edge {
  public:
-  Edge(std::size_t max_demand, std::uint32_t producer_cell, std::uint32_t consumer_cell)
-      : ev_capacity_(std::bit_ceil(2 * max_demand)),
+  /// `manual`: the consumer asks by hand, possibly while it still holds a whole message (up to
+  /// max_demand events) in handle_events, so the event ring needs room for one more window.
+  Edge(std::size_t max_demand, std::uint32_t producer_cell, std::uint32_t consumer_cell,
+       bool manual = false)
+      : ev_capacity_(std::bit_ceil((manual ? 3 : 2) * max_demand)),
         msg_capacity_(std::bit_ceil(max_demand + 2)),
         events_(std::allocator<Event>{}.allocate(ev_capacity_)),
         messages_(std::make_unique<EdgeMessage[]>(msg_capacity_)),

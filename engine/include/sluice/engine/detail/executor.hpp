@@ -30,8 +30,14 @@ class Schedulable {
   bool execute();
 
  protected:
-  /// One bounded quantum of work. Returns true if work remains.
-  virtual bool run_quantum() = 0;
+  /// One bounded quantum of work. Returns true if work remains. Must not throw.
+  virtual bool run_quantum() noexcept = 0;
+
+ public:
+  /// Pending notifications (tests and diagnostics only).
+  std::uint32_t notes_approx() const noexcept {
+    return notes_.load(std::memory_order_relaxed);  // a snapshot, orders nothing
+  }
 
  private:
   std::atomic<std::uint32_t> notes_{0};
@@ -52,7 +58,12 @@ inline void Schedulable::notify(Executor& ex) {
 inline bool Schedulable::execute() {
   for (;;) {
     const auto seen = notes_.load(std::memory_order_acquire);  // H1
-    if (run_quantum()) return false;  // yield: notes_ stays > 0, the executor runs us again
+    if (run_quantum()) {
+      // Yield: keep one note (we stay scheduled; the executor runs us again) and drop the rest,
+      // so a cell that always has work does not count up to overflow.
+      if (seen > 1) notes_.fetch_sub(seen - 1, std::memory_order_acq_rel);  // H1
+      return false;
+    }
     if (notes_.fetch_sub(seen, std::memory_order_acq_rel) == seen) return true;  // H1
   }
 }

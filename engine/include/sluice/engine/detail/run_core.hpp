@@ -37,8 +37,12 @@ class RunCore {
   Executor& executor() noexcept { return executor_; }
   std::size_t quantum() const noexcept { return quantum_; }
   bool fail_fast() const noexcept { return fail_fast_; }
-  void log(LogLevel level, std::string_view message) const {
-    if (logger_) logger_(level, message);
+  /// Never throws: a throwing logger must not stop a cell from finishing.
+  void log(LogLevel level, std::string_view message) const noexcept {
+    try {
+      if (logger_) logger_(level, message);
+    } catch (...) {  // the message is lost; the run goes on
+    }
   }
 
   std::vector<std::unique_ptr<CellBase>>& cells() noexcept { return cells_; }

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <memory>
+#include <mutex>
 #include <utility>
 
 #include <tbb/global_control.h>
@@ -16,11 +18,37 @@
 
 namespace sluice::detail {
 
+/// oneTBB applies the smallest max_allowed_parallelism among the live global_control objects, so
+/// one object per run would let a small run starve a big one. Runs share one, sized for all of
+/// them together: the sum of their threads, plus one (the limit counts an external thread).
+/// The mutex is taken when a run starts and ends only, never on the event path.
+class WorkerBudget {
+ public:
+  explicit WorkerBudget(int threads) : threads_(threads) { change(+threads_); }
+  ~WorkerBudget() { change(-threads_); }
+  WorkerBudget(const WorkerBudget&) = delete;
+  WorkerBudget& operator=(const WorkerBudget&) = delete;
+
+ private:
+  static void change(int delta) {
+    static std::mutex mutex;  // run start and end only
+    static int total = 0;
+    static std::unique_ptr<tbb::global_control> control;
+    std::lock_guard lock(mutex);
+    total += delta;
+    control.reset();  // at most one of ours is alive at a time
+    if (total > 0)
+      control = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
+                                                      static_cast<std::size_t>(total) + 1);
+  }
+  const int threads_;
+};
+
 /// Runs cells as oneTBB tasks in a private arena of `concurrency` threads.
 ///
 /// The thread that starts a run does not join the arena (it blocks on the run's completion
-/// instead of spinning on the engine's cores), so the arena reserves no slot for it and a
-/// global_control raises the worker count to `concurrency`.
+/// instead of spinning on the engine's cores), so the arena reserves no slot for it and the
+/// WorkerBudget raises oneTBB's worker count to cover it.
 ///
 /// Direct hand-off: a cell scheduled from inside a task of this executor is kept in a per-thread
 /// slot and run by the same thread as soon as the current cell yields, instead of becoming a new
@@ -31,8 +59,7 @@ class TbbExecutor final : public Executor {
   /// `concurrency` 0: oneTBB's default (the cores this process may use).
   explicit TbbExecutor(int concurrency, bool direct_handoff = true)
       : threads_(concurrency > 0 ? concurrency : std::max(tbb::info::default_concurrency(), 1)),
-        workers_(tbb::global_control::max_allowed_parallelism,
-                 static_cast<std::size_t>(threads_) + 1),
+        workers_(threads_),
         arena_(threads_, 0),
         direct_handoff_(direct_handoff) {}
 
@@ -97,7 +124,7 @@ class TbbExecutor final : public Executor {
   }
 
   const int threads_;
-  tbb::global_control workers_;
+  WorkerBudget workers_;
   tbb::task_arena arena_;
   tbb::task_group tg_;
   const bool direct_handoff_;
