@@ -6,13 +6,10 @@
 #include <functional>
 #include <iostream>
 #include <memory>
-#include <set>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <type_traits>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include <sluice/engine/context.hpp>

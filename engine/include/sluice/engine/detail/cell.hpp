@@ -287,9 +287,6 @@ class Cell final : public CellBase,
           grant(s, s.demand.subscribe());  // GenStage asks max_demand at once on subscribe
       }
     }
-    if constexpr (!has_in) {
-      // A producer with nothing to do yet still settles (e.g. posted infos at start).
-    }
   }
 
   void fail(std::exception_ptr e) noexcept {
