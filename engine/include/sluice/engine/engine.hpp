@@ -242,8 +242,7 @@ class Engine {
                                                            o.demand == DemandControl::manual);
           auto* out = dynamic_cast<detail::OutPort<POut>*>(core.cells()[pcells[pi]].get());
           auto* in = dynamic_cast<detail::InPort<CIn>*>(core.cells()[ccells[ci]].get());
-          SubscriptionOptions eo = o;
-          if (!eo.partition && pd.partitioned) eo.partition = static_cast<std::int64_t>(ci);
+          const SubscriptionOptions eo = edge_options(o, pd, ci);
           out->add_subscriber(edge.get(), instance_name(cd, ci), eo, ci);
           in->add_subscription(edge.get(), instance_name(pd, pi), eo);
           Run::EdgeInfo info;
@@ -288,6 +287,15 @@ class Engine {
         wire;
     std::function<void(const Decl&, const Decl&)> validate;
   };
+
+  /// The options of one edge: a partitioned producer gives consumer instance i partition i
+  /// unless the subscription names one.
+  static SubscriptionOptions edge_options(SubscriptionOptions o, const Decl& producer,
+                                          std::size_t consumer_instance) {
+    if (!o.partition && producer.partitioned)
+      o.partition = static_cast<std::int64_t>(consumer_instance);
+    return o;
+  }
 
   static std::string instance_name(const Decl& d, std::size_t i) {
     return d.instances == 1 ? d.name : d.name + "#" + std::to_string(i);
@@ -340,8 +348,7 @@ class Engine {
     auto& c = decls_[s.consumer];
     if (!dispatcher_probes_[producer]) return;
     for (std::size_t ci = 0; ci < c.instances; ++ci) {
-      SubscriptionOptions eo = s.options;
-      if (!eo.partition && p.partitioned) eo.partition = static_cast<std::int64_t>(ci);
+      const SubscriptionOptions eo = edge_options(s.options, p, ci);
       const std::string cname = instance_name(c, ci);
       SubscriberInfo info{0, cname, eo, ci};
       dispatcher_probes_[producer](info);

@@ -95,7 +95,6 @@ class Cell final : public CellBase,
     InSub s;
     s.edge = edge;
     s.producer = std::move(producer);
-    s.max = o.max_demand;
     s.options = o;
     s.demand = ConsumerDemand(o.max_demand, o.effective_min_demand());
     s.control = o.demand;
@@ -140,10 +139,10 @@ class Cell final : public CellBase,
         throw stage_error(name_, "ask on the automatic subscription to '" + s.producer +
                                      "': only manual subscriptions ask by hand");
       if (n <= 0 || !s.open) return;  // GenStage: ask(from, 0) is a no-op
-      if (s.pending + n > s.max)
+      if (s.pending + n > s.demand.max_demand())
         throw stage_error(name_, "manual ask of " + std::to_string(n) + " on subscription to '" +
                                      s.producer + "' would exceed max_demand " +
-                                     std::to_string(s.max) + " (outstanding " +
+                                     std::to_string(s.demand.max_demand()) + " (outstanding " +
                                      std::to_string(s.pending) + ")");
       s.pending += n;
       grant(s, n);
@@ -217,7 +216,6 @@ class Cell final : public CellBase,
     Edge<InEvent>* edge = nullptr;
     std::string producer;
     SubscriptionOptions options;
-    std::int64_t max = 0;
     std::int64_t pending = 0;  // manual demand: asked and not yet received
     ConsumerDemand demand{1, 0};
     DemandControl control = DemandControl::automatic;
