@@ -17,6 +17,8 @@
 #include <sluice/dispatchers/demand.hpp>
 #include <sluice/engine/dispatcher.hpp>
 
+#include "support/recorder.hpp"
+
 #include <doctest/doctest.h>
 
 namespace {
@@ -33,62 +35,12 @@ constexpr SubscriberId r1 = 0;
 constexpr SubscriberId r2 = 1;
 constexpr SubscriberId r3 = 2;
 
-/// One message sent to a subscriber (GenStage's {:"$gen_consumer", {_, ref}, events}).
-struct Sent {
-  SubscriberId to;
-  Events events;
-  bool operator==(const Sent&) const = default;
-};
-using Sends = std::vector<Sent>;
-
-struct Logged {
-  LogLevel level;
-  std::string message;
-};
-
-/// Records everything the dispatcher does through its Outbox, in order.
-class Recorder final : public sluice::Outbox<std::string> {
- public:
-  Sends sent;
-  std::vector<std::uint64_t> infos;
-  std::vector<std::pair<SubscriberId, std::size_t>> asked_on_behalf;
-  std::vector<Logged> logs;
-
-  void send(SubscriberId to, std::span<std::string> events) override {
-    sent.push_back({to, Events(std::make_move_iterator(events.begin()),
-                               std::make_move_iterator(events.end()))});
-  }
-  void release_info(std::uint64_t token) override { infos.push_back(token); }
-  void ask_on_behalf(SubscriberId of, std::size_t n) override {
-    asked_on_behalf.emplace_back(of, n);
-  }
-  void log(LogLevel level, std::string_view message) override {
-    logs.push_back({level, std::string(message)});
-  }
-
-  /// Returns the messages sent since the last call and forgets them (assert_received + flush).
-  Sends take_sent() { return std::exchange(sent, {}); }
-  bool quiet() const {
-    return sent.empty() && infos.empty() && asked_on_behalf.empty() && logs.empty();
-  }
-};
+using Recorder = sluice_test::Recorder<std::string>;
+using Sends = std::vector<Recorder::Sent>;
+using sluice_test::dispatch;
 
 sluice::SubscriberInfo sub(SubscriberId id) {
   return sluice::SubscriberInfo{id, "consumer", sluice::SubscriptionOptions{}, 0};
-}
-
-/// GenStage's {:ok, leftovers, state}: dispatch returns how many it took; the rest stay in place.
-struct Dispatched {
-  std::size_t taken;
-  Events leftovers;
-};
-
-Dispatched dispatch(Dispatcher& d, Recorder& out, Events events) {
-  const auto taken = d.dispatch(std::span<std::string>(events), out);
-  Events leftovers;
-  if (taken <= events.size())
-    leftovers.assign(events.begin() + static_cast<std::ptrdiff_t>(taken), events.end());
-  return {taken, leftovers};
 }
 
 sluice::DemandDispatcherOptions shuffled(std::optional<std::uint64_t> seed = std::nullopt) {
@@ -108,21 +60,6 @@ struct StringMaker<Demands> {
     s << "[";
     for (std::size_t i = 0; i < ds.size(); ++i)
       s << (i ? ", " : "") << "{" << ds[i].counter << ", id " << ds[i].id << "}";
-    s << "]";
-    return String(s.str().c_str());
-  }
-};
-template <>
-struct StringMaker<Sends> {
-  static String convert(const Sends& ss) {
-    std::ostringstream s;
-    s << "[";
-    for (std::size_t i = 0; i < ss.size(); ++i) {
-      s << (i ? ", " : "") << "id " << ss[i].to << " <- [";
-      for (std::size_t j = 0; j < ss[i].events.size(); ++j)
-        s << (j ? "," : "") << ss[i].events[j];
-      s << "]";
-    }
     s << "]";
     return String(s.str().c_str());
   }

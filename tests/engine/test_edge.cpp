@@ -9,7 +9,7 @@
 
 #include <sluice/engine/detail/edge.hpp>
 #include <sluice/engine/detail/emit_buffer.hpp>
-#include <sluice/engine/detail/fifo.hpp>
+#include <sluice/engine/fifo.hpp>
 
 #include <doctest/doctest.h>
 
@@ -167,7 +167,7 @@ TEST_CASE("two threads: demand-bounded messages of random sizes arrive intact" *
 TEST_SUITE("engine.buffers") {
 
 TEST_CASE("fifo: front(n) is contiguous after wrap-around, order kept, no leaks") {
-  sluice::detail::Fifo<std::string> f;
+  sluice::Fifo<std::string> f;
   int next = 0, expect = 0;
   for (int round = 0; round < 100; ++round) {
     for (int i = 0; i < 11; ++i)

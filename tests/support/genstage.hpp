@@ -274,6 +274,13 @@ struct LoggingDemandDispatcher final : sluice::Dispatcher<Ev> {
       lines->push_back("sent " + fmt(events));
       out->send(to, events);
     }
+    void send(sluice::SubscriberId to, const sluice::SharedEvents<Ev>& batch, std::size_t offset,
+              std::size_t count) override {
+      out->send(to, batch, offset, count);
+    }
+    void discard(std::span<Ev> events, std::string_view why) override {
+      out->discard(events, why);
+    }
     void release_info(std::uint64_t token) override { out->release_info(token); }
     void ask_on_behalf(sluice::SubscriberId of, std::size_t n) override {
       out->ask_on_behalf(of, n);

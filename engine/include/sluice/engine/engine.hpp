@@ -225,6 +225,15 @@ class Engine {
     auto& c = stage(consumer.id(), "subscribe");
     auto& p = stage(producer.id(), "subscribe");
     check_subscription(c.name, p.name, options);
+    if (options.selector.has_value() && options.selector.type() != typeid(Selector<POut>))
+      throw option_error("stage '" + c.name + "' subscribing to '" + p.name +
+                         "': option selector must be made with sluice::selector<Event>(predicate) "
+                         "for this producer's event type");
+    if (probes_[producer.id()]->shares_events() && !c.takes_const_events)
+      throw option_error("stage '" + c.name + "' subscribing to '" + p.name + "': the " +
+                         probes_[producer.id()]->name() +
+                         " dispatcher shares each event between its consumers, so handle_events "
+                         "must take std::span<const T>");
     for (auto& s : subs_)
       if (s.consumer == consumer.id() && s.producer == producer.id())
         throw option_error("stage '" + c.name + "': already subscribed to '" + p.name + "'");
@@ -234,7 +243,8 @@ class Engine {
     s.options = options;
     s.wire = [](detail::RunCore& core, std::vector<std::uint32_t> pcells,
                 std::vector<std::uint32_t> ccells, const Decl& pd, const Decl& cd,
-                const SubscriptionOptions& o, std::vector<Run::EdgeInfo>& edges) {
+                const DispatcherBase& probe, const SubscriptionOptions& o,
+                std::vector<Run::EdgeInfo>& edges) {
       for (std::size_t ci = 0; ci < ccells.size(); ++ci) {
         for (std::size_t pi = 0; pi < pcells.size(); ++pi) {
           auto edge = std::make_shared<detail::Edge<POut>>(static_cast<std::size_t>(o.max_demand),
@@ -242,12 +252,19 @@ class Engine {
                                                            o.demand == DemandControl::manual);
           auto* out = dynamic_cast<detail::OutPort<POut>*>(core.cells()[pcells[pi]].get());
           auto* in = dynamic_cast<detail::InPort<CIn>*>(core.cells()[ccells[ci]].get());
-          const SubscriptionOptions eo = edge_options(o, pd, ci);
+          const SubscriptionOptions eo = edge_options(o, probe, ci);
           out->add_subscriber(edge.get(), instance_name(cd, ci), eo, ci);
           in->add_subscription(edge.get(), instance_name(pd, pi), eo);
           Run::EdgeInfo info;
-          info.metrics = [e = edge.get(), p = instance_name(pd, pi), c = instance_name(cd, ci)] {
-            return EdgeMetrics{p, c, e->pushed_approx(), e->consumed_approx(), e->credit_approx()};
+          info.metrics = [e = edge.get(), p = instance_name(pd, pi), c = instance_name(cd, ci),
+                          part = eo.partition ? eo.partition->to_string() : std::string()] {
+            return EdgeMetrics{p,
+                               c,
+                               e->pushed_approx(),
+                               e->consumed_approx(),
+                               e->credit_approx(),
+                               e->queued_approx(),
+                               part};
           };
           info.edge = std::move(edge);
           edges.push_back(std::move(info));
@@ -256,12 +273,6 @@ class Engine {
     };
     subs_.push_back(std::move(s));
     validate_dispatcher(producer.id(), subs_.back());
-  }
-
-  /// Marks a producer's dispatcher as partitioned: subscriptions without a `partition` option
-  /// get their consumer instance index.
-  void set_partitioned(std::size_t stage_id) {
-    stage(stage_id, "set_partitioned").partitioned = true;
   }
 
   /// Checks the topology and starts a run. Throws option_error (every problem, one per line)
@@ -274,7 +285,7 @@ class Engine {
     std::string name;
     StageKind kind;
     std::size_t instances;
-    bool partitioned = false;
+    bool takes_const_events = false;  // handle_events takes std::span<const In>
     // Makes one cell per instance into the run.
     std::function<void(detail::RunCore&, std::vector<std::uint32_t>&)> make;
   };
@@ -282,19 +293,33 @@ class Engine {
     std::size_t consumer, producer;
     SubscriptionOptions options;
     std::function<void(detail::RunCore&, std::vector<std::uint32_t>, std::vector<std::uint32_t>,
-                       const Decl&, const Decl&, const SubscriptionOptions&,
+                       const Decl&, const Decl&, const DispatcherBase&, const SubscriptionOptions&,
                        std::vector<Run::EdgeInfo>&)>
         wire;
-    std::function<void(const Decl&, const Decl&)> validate;
   };
 
-  /// The options of one edge: a partitioned producer gives consumer instance i partition i
-  /// unless the subscription names one.
-  static SubscriptionOptions edge_options(SubscriptionOptions o, const Decl& producer,
+  /// The options of one edge: with a partition dispatcher, consumer instance i takes the i-th
+  /// partition unless the subscription names one.
+  static SubscriptionOptions edge_options(SubscriptionOptions o, const DispatcherBase& probe,
                                           std::size_t consumer_instance) {
-    if (!o.partition && producer.partitioned)
-      o.partition = static_cast<std::int64_t>(consumer_instance);
+    if (!o.partition) o.partition = probe.default_partition(consumer_instance);
     return o;
+  }
+
+  /// The subscribers each instance of `producer` will have, in the order the run wires them.
+  std::vector<std::pair<SubscriberInfo, std::string>> subscribers_of(std::size_t producer) const {
+    std::vector<std::pair<SubscriberInfo, std::string>> out;
+    for (auto& s : subs_) {
+      if (s.producer != producer) continue;
+      auto& c = decls_[s.consumer];
+      for (std::size_t ci = 0; ci < c.instances; ++ci)
+        out.emplace_back(SubscriberInfo{static_cast<SubscriberId>(out.size()), {},
+                                        edge_options(s.options, *probes_[producer], ci), ci},
+                         instance_name(c, ci));
+    }
+    for (auto& [info, name] : out)
+      info.consumer = name;  // the names no longer move
+    return out;
   }
 
   static std::string instance_name(const Decl& d, std::size_t i) {
@@ -346,12 +371,15 @@ class Engine {
   void validate_dispatcher(std::size_t producer, const Sub& s) {
     auto& p = decls_[producer];
     auto& c = decls_[s.consumer];
-    if (!dispatcher_probes_[producer]) return;
     for (std::size_t ci = 0; ci < c.instances; ++ci) {
-      const SubscriptionOptions eo = edge_options(s.options, p, ci);
+      const SubscriptionOptions eo = edge_options(s.options, *probes_[producer], ci);
       const std::string cname = instance_name(c, ci);
       SubscriberInfo info{0, cname, eo, ci};
-      dispatcher_probes_[producer](info);
+      try {
+        probes_[producer]->validate(info);
+      } catch (const option_error& e) {
+        throw option_error("stage '" + cname + "' subscribing to '" + p.name + "': " + e.what());
+      }
     }
   }
 
@@ -365,6 +393,7 @@ class Engine {
     d.name = name;
     d.kind = kind;
     d.instances = instances;
+    if constexpr (!std::is_void_v<In>) d.takes_const_events = detail::TakesConstEvents<Handler, In, Out>;
     d.make = [name, handler = std::move(handler), options, dispatcher, instances](
                  detail::RunCore& core, std::vector<std::uint32_t>& ids) {
       for (std::size_t i = 0; i < instances; ++i) {
@@ -380,24 +409,18 @@ class Engine {
     decls_.push_back(std::move(d));
     if constexpr (!std::is_void_v<Out>) {
       // One probe dispatcher validates subscriptions as they are declared (before running).
-      auto probe = std::shared_ptr<Dispatcher<Out>>(dispatcher());
+      std::shared_ptr<const DispatcherBase> probe = dispatcher();
       if (!probe) throw option_error("stage '" + name + "': the dispatcher factory returned null");
-      dispatcher_probes_.push_back([probe, name](const SubscriberInfo& info) {
-        try {
-          probe->validate(info);
-        } catch (const option_error& e) {
-          throw option_error("stage '" + name + "': " + e.what());
-        }
-      });
+      probes_.push_back(std::move(probe));
     } else {
-      dispatcher_probes_.emplace_back();
+      probes_.emplace_back();
     }
     return decls_.size() - 1;
   }
 
   std::vector<Decl> decls_;
   std::vector<Sub> subs_;
-  std::vector<std::function<void(const SubscriberInfo&)>> dispatcher_probes_;
+  std::vector<std::shared_ptr<const DispatcherBase>> probes_;  // null for consumers
 };
 
 // ---- out of line -------------------------------------------------------------------------------
@@ -425,6 +448,14 @@ inline Run Engine::start(RunOptions options) const {
       problems += "stage '" + d.name + "': a consumer with no subscription\n";
     if (d.kind != StageKind::consumer && !has_consumer[i])
       problems += "stage '" + d.name + "': a producer with no subscriber\n";
+    if (d.kind != StageKind::consumer && has_consumer[i]) {
+      auto subscribers = subscribers_of(i);
+      std::vector<SubscriberInfo> infos;
+      for (auto& [info, name] : subscribers)
+        infos.push_back(info);
+      for (auto& problem : probes_[i]->validate_subscribers(infos))
+        problems += "stage '" + d.name + "': " + problem + "\n";
+    }
   }
   // Cycles (DFS over producer -> consumer).
   {
@@ -476,7 +507,7 @@ inline Run Engine::start(RunOptions options) const {
     decls_[i].make(*run.core_, cells[i]);
   for (auto& s : subs_)
     s.wire(*run.core_, cells[s.producer], cells[s.consumer], decls_[s.producer], decls_[s.consumer],
-           s.options, run.edges_);
+           *probes_[s.producer], s.options, run.edges_);
   run.stage_cells_ = std::move(cells);
   run.core_->start();
   return run;

@@ -34,6 +34,9 @@ struct EdgeMetrics {
   std::uint64_t received = 0;  ///< events the consumer has handled (sent - received: in flight,
                                ///< or lost if the consumer stopped early)
   std::int64_t credit = 0;     ///< demand granted and not yet collected by the producer
+  std::uint64_t queued = 0;    ///< events the producer's dispatcher holds for this consumer
+                               ///< (a partition's queue: skew shows here)
+  std::string partition;       ///< the partition this edge takes, if any ("3", "'odd'")
 };
 
 struct Metrics {

@@ -1,10 +1,15 @@
 #pragma once
 
+#include <any>
+#include <concepts>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <variant>
 
 namespace sluice {
 
@@ -30,13 +35,49 @@ enum class BufferKeep { first, last };
 /// Who asks for events on a subscription (GenStage's `{:automatic | :manual, state}`).
 enum class DemandControl { automatic, manual };
 
+/// A partition of a partition dispatcher: an index (partitions given as a count n are 0..n-1)
+/// or a name (partitions given as a list, GenStage's `[:odd, :even]`).
+class Partition {
+ public:
+  template <std::integral I>
+  Partition(I index) : v_(static_cast<std::int64_t>(index)) {}  // NOLINT: implicit by design
+  Partition(std::string name) : v_(std::move(name)) {}           // NOLINT
+  Partition(const char* name) : v_(std::string(name)) {}         // NOLINT
+
+  bool is_index() const noexcept { return v_.index() == 0; }
+  std::int64_t index() const { return std::get<0>(v_); }
+  const std::string& name() const { return std::get<1>(v_); }
+  /// "3", or the name in quotes: "'odd'".
+  std::string to_string() const {
+    return is_index() ? std::to_string(index()) : "'" + name() + "'";
+  }
+  friend bool operator==(const Partition&, const Partition&) = default;
+
+ private:
+  std::variant<std::int64_t, std::string> v_;
+};
+
+/// A broadcast subscription's selector (GenStage's `:selector`): the subscriber receives only the
+/// events it returns true for. Make one with sluice::selector<Event>(predicate).
+template <class Event>
+using Selector = std::function<bool(const Event&)>;
+
+/// Wraps a predicate on `const Event&` for SubscriptionOptions::selector.
+template <class Event, class F>
+std::any selector(F predicate) {
+  return Selector<Event>(std::move(predicate));
+}
+
 /// Per-subscription options (GenStage's subscription options).
 struct SubscriptionOptions {
   std::int64_t max_demand = default_max_demand;           ///< most events in flight, >= 1
   std::optional<std::int64_t> min_demand = std::nullopt;  ///< re-ask threshold; default max/2
   CancelMode cancel = CancelMode::permanent;
-  std::optional<std::int64_t> partition = std::nullopt;  ///< for partition dispatchers
+  /// For partition dispatchers; default: consumer instance i takes the i-th partition.
+  std::optional<Partition> partition = std::nullopt;
   DemandControl demand = DemandControl::automatic;
+  /// For broadcast dispatchers: a Selector<Event> (see sluice::selector); empty: every event.
+  std::any selector = {};
 
   std::int64_t effective_min_demand() const noexcept { return min_demand.value_or(max_demand / 2); }
 };
@@ -70,13 +111,16 @@ class stage_error : public std::runtime_error {
 
 /// Why a subscription or a stage ended.
 struct Reason {
-  enum class Kind : std::uint8_t { normal, shutdown, error };
+  /// `refused`: the producer's dispatcher turned the subscription down (GenStage's
+  /// :already_subscribed); it never stops the consumer, whatever its cancel mode.
+  enum class Kind : std::uint8_t { normal, shutdown, error, refused };
   Kind kind = Kind::normal;
   std::string message;
 
   static Reason normal() { return {}; }
   static Reason shutdown() { return {Kind::shutdown, "shutdown"}; }
   static Reason error(std::string m) { return {Kind::error, std::move(m)}; }
+  static Reason refused(std::string m) { return {Kind::refused, std::move(m)}; }
   bool is_normal() const noexcept { return kind == Kind::normal; }
   bool is_error() const noexcept { return kind == Kind::error; }
 };

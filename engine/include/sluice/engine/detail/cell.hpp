@@ -20,7 +20,7 @@
 #include <sluice/engine/detail/cell_base.hpp>
 #include <sluice/engine/detail/consumer_demand.hpp>
 #include <sluice/engine/detail/edge.hpp>
-#include <sluice/engine/detail/fifo.hpp>
+#include <sluice/engine/fifo.hpp>
 #include <sluice/engine/dispatcher.hpp>
 #include <sluice/engine/options.hpp>
 
@@ -42,6 +42,10 @@ template <class H, class In, class Out>
 concept HasHandleEvents = requires(H& h, std::span<In> s, Context<Out>& c) {
   h.handle_events(s, c);
 };
+/// The handler can read events it may not modify (a broadcast's shared batches).
+template <class H, class In, class Out>
+concept TakesConstEvents = HasHandleEvents<H, const In, Out> ||
+                           HasHandleEventsFrom<H, const In, Out>;
 template <class H, class Out>
 concept HasHandleInfo = requires(H& h, std::any& m, Context<Out>& c) {
   h.handle_info(m, c);
@@ -88,6 +92,10 @@ class Cell final : public CellBase,
         mode_(options.demand),
         dispatcher_(std::move(dispatcher)),
         outbox_(*this) {}
+
+  ~Cell() override {
+    if (pool_ != nullptr) pool_->close();  // lives on until its last batch comes back
+  }
 
   // ---- wiring (before the run starts) ----------------------------------------------------------
 
@@ -240,6 +248,17 @@ class Cell final : public CellBase,
    public:
     explicit OutboxImpl(Cell& c) : c_(c) {}
     void send(SubscriberId to, std::span<OutEvent> events) override { c_.send(to, events); }
+    SharedEvents<OutEvent> share(std::span<OutEvent> events) override {
+      if (c_.pool_ == nullptr) c_.pool_ = new BlockPool<OutEvent>();  // owned; see ~Cell
+      return SharedEvents<OutEvent>(c_.pool_->make(events));
+    }
+    void send(SubscriberId to, const SharedEvents<OutEvent>& batch, std::size_t offset,
+              std::size_t count) override {
+      c_.send_shared(to, batch, offset, count);
+    }
+    void discard(std::span<OutEvent> events, std::string_view why) override {
+      c_.discard(events, why);
+    }
     void release_info(std::uint64_t token) override { c_.ready_infos_.push_back(token); }
     void ask_on_behalf(SubscriberId of, std::size_t n) override {
       c_.self_asks_.emplace_back(of, n);
@@ -268,7 +287,14 @@ class Cell final : public CellBase,
           });
         }
         SubscriberInfo info{id, out_[id].consumer, out_[id].options, out_[id].consumer_instance};
-        demand_path(static_cast<std::int64_t>(dispatcher_->subscribe(info, outbox_)));
+        std::size_t up = 0;
+        try {
+          up = dispatcher_->subscribe(info, outbox_);
+        } catch (const subscription_refused& r) {
+          refuse(id, r.what());
+          continue;
+        }
+        demand_path(static_cast<std::int64_t>(up));
       }
     }
     if constexpr (has_in) {
@@ -353,8 +379,11 @@ class Cell final : public CellBase,
     if constexpr (has_out) {
       buffered_.set(buffer_.size() + held_.size() + dispatcher_->buffered());
       std::int64_t d = 0;
-      for (auto& o : out_)
+      for (SubscriberId id = 0; id < out_.size(); ++id) {
+        auto& o = out_[id];
         if (o.open) d += o.available;
+        o.edge->set_queued(o.open ? dispatcher_->queued(id) : 0);
+      }
       demand_.set(d);
     }
   }
@@ -698,8 +727,9 @@ class Cell final : public CellBase,
     }
   }
 
-  /// Events the buffer cannot keep: counted, passed to the hook, logged unless it says not to.
-  void discard(std::span<OutEvent> dropped) {
+  /// Events the buffer (or the dispatcher) cannot keep: counted, passed to the hook, logged
+  /// unless the hook says not to.
+  void discard(std::span<OutEvent> dropped, std::string_view from = "buffer") {
     if constexpr (has_out) {
       if (dropped.empty()) return;
       dropped_.add(dropped.size());
@@ -707,7 +737,8 @@ class Cell final : public CellBase,
       if constexpr (HasHandleDiscarded<Handler, Out>) log = handler_.handle_discarded(dropped);
       if (log)
         run_.log(LogLevel::warning, "stage '" + name_ + "' has discarded " +
-                                        std::to_string(dropped.size()) + " events from buffer");
+                                        std::to_string(dropped.size()) + " events from " +
+                                        std::string(from));
     }
   }
 
@@ -780,22 +811,59 @@ class Cell final : public CellBase,
   void send(SubscriberId to, std::span<OutEvent> events) {
     if constexpr (has_out) {
       if (events.empty()) return;
-      if (to >= out_.size() || !out_[to].open)
-        throw stage_error(name_, "dispatcher " + dispatcher_->name() +
-                                     " sent events to a subscriber that is not subscribed");
-      auto& o = out_[to];
-      const auto n = static_cast<std::int64_t>(events.size());
-      if (n > o.available)
-        throw stage_error(name_, "dispatcher " + dispatcher_->name() + " sent " +
-                                     std::to_string(n) + " events to '" + o.consumer +
-                                     "', which asked for only " + std::to_string(o.available));
+      auto& o = check_send(to, events.size());
       if (!o.edge->push(events))
-        throw stage_error(name_, "the edge to '" + o.consumer + "' is full (" + std::to_string(n) +
-                                     " events): the consumer holds more than "
-                                     "its max_demand");
-      o.available -= n;
-      events_out_.add(static_cast<std::uint64_t>(n));
+        throw stage_error(name_, "the edge to '" + o.consumer + "' is full (" +
+                                     std::to_string(events.size()) +
+                                     " events): the consumer holds more than its max_demand");
+      sent(o, events.size());
+    }
+  }
+
+  /// Checks a send against the subscriber's demand; returns its subscription.
+  OutSub& check_send(SubscriberId to, std::size_t count) {
+    if (to >= out_.size() || !out_[to].open)
+      throw stage_error(name_, "dispatcher " + dispatcher_->name() +
+                                   " sent events to a subscriber that is not subscribed");
+    auto& o = out_[to];
+    if (static_cast<std::int64_t>(count) > o.available)
+      throw stage_error(name_, "dispatcher " + dispatcher_->name() + " sent " +
+                                   std::to_string(count) + " events to '" + o.consumer +
+                                   "', which asked for only " + std::to_string(o.available));
+    return o;
+  }
+
+  void sent(OutSub& o, std::size_t count) {
+    o.available -= static_cast<std::int64_t>(count);
+    events_out_.add(count);
+    run_.notify(o.edge->consumer_cell());
+  }
+
+  void send_shared(SubscriberId to, const SharedEvents<OutEvent>& batch, std::size_t offset,
+                   std::size_t count) {
+    if constexpr (has_out) {
+      if (count == 0) return;
+      if (batch.block() == nullptr || offset + count > batch.size())
+        throw stage_error(name_, "dispatcher " + dispatcher_->name() +
+                                     " sent a range outside its shared batch");
+      auto& o = check_send(to, count);
+      if (!o.edge->push_shared(batch.block(), offset, count))
+        throw stage_error(name_, "the edge to '" + o.consumer + "' is full (" +
+                                     std::to_string(count) +
+                                     " events): the consumer holds more than its max_demand");
+      sent(o, count);
+    }
+  }
+
+  /// The dispatcher turned subscriber `id` down: end that subscription with the reason.
+  void refuse(SubscriberId id, const std::string& why) {
+    if constexpr (has_out) {
+      auto& o = out_[id];
+      o.open = false;
+      --open_out_;
+      o.edge->push_end(Reason::refused(why));
       run_.notify(o.edge->consumer_cell());
+      if (open_out_ == 0) stop(Reason::shutdown());  // a static run has no late subscribers
     }
   }
 
@@ -840,13 +908,20 @@ class Cell final : public CellBase,
     return false;
   }
 
-  void call_handle_events(std::span<InEvent> events, SubscriptionId from) {
+  /// `E` is InEvent (the edge's own events) or const InEvent (a shared batch).
+  template <class E>
+  void call_handle_events(std::span<E> events, SubscriptionId from) {
     events_in_.add(events.size());
     auto ctx = context();
-    if constexpr (HasHandleEventsFrom<Handler, InEvent, Out>)
+    if constexpr (std::is_const_v<E> && !TakesConstEvents<Handler, InEvent, Out>) {
+      // Refused when the subscription was declared (Engine::subscribe); kept as a guard.
+      throw stage_error(name_, "received a shared batch but handle_events does not take "
+                               "std::span<const T>");
+    } else if constexpr (HasHandleEventsFrom<Handler, E, Out>) {
       handler_.handle_events(events, from, ctx);
-    else
+    } else {
       handler_.handle_events(events, ctx);
+    }
     after_callback();
   }
 
@@ -854,8 +929,15 @@ class Cell final : public CellBase,
   /// message into chunks of max - min, compute each chunk's ask, call handle_events on each chunk
   /// and send its ask after the call returns.
   void handle_message(SubscriptionId id, const EdgeMessage& m) {
+    if (m.kind == EdgeMessage::Kind::shared)
+      handle_message(id, m, in_[id].edge->shared_events_of(m));
+    else
+      handle_message(id, m, in_[id].edge->events_of(m));
+  }
+
+  template <class E>
+  void handle_message(SubscriptionId id, const EdgeMessage& m, std::span<E> events) {
     auto& s = in_[id];
-    auto events = s.edge->events_of(m);
     const auto total = m.count;
     if (s.control == DemandControl::manual) {
       if (static_cast<std::int64_t>(total) > s.pending) log_excess(s, total - s.pending);
@@ -922,7 +1004,7 @@ class Cell final : public CellBase,
         if (stopped_) return;
       }
       bool stop_now = false;
-      switch (mode) {
+      switch (reason.kind == Reason::Kind::refused ? CancelMode::temporary : mode) {
         case CancelMode::permanent:
           stop_now = own_cancel || !reason.is_normal();
           break;
@@ -954,6 +1036,7 @@ class Cell final : public CellBase,
   DemandMode mode_;
   std::unique_ptr<Dispatcher<OutEvent>> dispatcher_;
   OutboxImpl outbox_;
+  BlockPool<OutEvent>* pool_ = nullptr;  // shared batches (broadcast); closed, not deleted
 
   std::vector<InSub> in_;
   std::size_t open_in_ = 0;

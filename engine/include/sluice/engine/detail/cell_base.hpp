@@ -94,6 +94,7 @@ class CellBase : public Schedulable, public CellControl {
           m.stop_reason = "shutdown";
           break;
         case Reason::Kind::error:
+        case Reason::Kind::refused:
           m.stop_reason = stop_reason_.message;
           break;
       }

@@ -13,16 +13,19 @@
 
 #include <sluice/engine/detail/cache_line.hpp>
 #include <sluice/engine/detail/owned_counter.hpp>
+#include <sluice/engine/detail/shared_block.hpp>
 #include <sluice/engine/options.hpp>
 
 namespace sluice::detail {
 
-/// One message on an edge: a run of events, or the end of the subscription.
+/// One message on an edge: a run of events in the edge's ring, a run of events in a shared
+/// batch (broadcast), or the end of the subscription.
 struct EdgeMessage {
-  enum class Kind : std::uint8_t { events, end };
-  std::uint64_t start = 0;  // monotonic position of the first event in the event ring
+  enum class Kind : std::uint8_t { events, shared, end };
+  std::uint64_t start = 0;  // events: monotonic ring position; shared: offset in the batch
   std::uint32_t count = 0;
   Kind kind = Kind::events;
+  void* batch = nullptr;  // shared: the SharedBlock<Event>, one reference held by the message
 };
 
 /// One subscription: exactly one producer cell writes, one consumer cell reads.
@@ -34,6 +37,10 @@ struct EdgeMessage {
 /// message in the consumer's hands), and each message may waste less than max_demand slots to
 /// stay contiguous, hence 2 (manual: 3) x max_demand slots; messages <= max_demand + 2 (the
 /// message being handled, and the end). The rings never grow.
+///
+/// A shared message points into an immutable batch that other edges read too (broadcast); it
+/// holds one reference on the batch, dropped when the consumer pops the message. It takes no
+/// slot in the event ring.
 ///
 /// Demand travels upstream as discrete asks (GenStage's {:ask, n} messages: a producer sees each
 /// ask on its own, so its dispatcher and handle_demand get them one by one) on a third SPSC ring.
@@ -114,6 +121,23 @@ class Edge {
     return true;
   }
 
+  /// Sends events [offset, offset + count) of a shared batch as one message. Returns false,
+  /// sending nothing, if the message ring is full (only possible when demand was not respected).
+  bool push_shared(SharedBlock<Event>* batch, std::size_t offset, std::size_t count) noexcept {
+    if (count == 0) return true;
+    if (msg_tail_local_ - msg_head_cache_ >= msg_capacity_ - 1) {
+      msg_head_cache_ = msg_head_.load(std::memory_order_acquire);  // H2
+      if (msg_tail_local_ - msg_head_cache_ >= msg_capacity_ - 1) return false;
+    }
+    batch->retain();
+    messages_[msg_tail_local_ & (msg_capacity_ - 1)] = {
+        offset, static_cast<std::uint32_t>(count), EdgeMessage::Kind::shared, batch};
+    ++msg_tail_local_;
+    msg_tail_.store(msg_tail_local_, std::memory_order_release);  // H1
+    pushed_.add(count);
+    return true;
+  }
+
   /// Ends the subscription from the producer side, behind every event already pushed. One slot
   /// is always kept free for it. Producer cell only; once.
   void push_end(Reason reason) {
@@ -169,26 +193,41 @@ class Edge {
     return msg_tail_cache_;
   }
 
-  /// The events of `m` (a message returned by peek()).
+  /// The events of `m`, a Kind::events message returned by peek(): the consumer's own.
   std::span<Event> events_of(const EdgeMessage& m) noexcept {
     return {events_ + (m.start & (ev_capacity_ - 1)), m.count};
   }
 
-  /// Destroys events [m.start + from, m.start + upto) and hands their slots back; `delivered`
-  /// says whether the consumer handled them (metrics). Consumer cell only.
+  /// The events of `m`, a Kind::shared message: read-only, other consumers read them too.
+  std::span<const Event> shared_events_of(const EdgeMessage& m) const noexcept {
+    return static_cast<SharedBlock<Event>*>(m.batch)->events().subspan(m.start, m.count);
+  }
+
+  /// Hands back events [from, upto) of the message returned by peek() (an events message's are
+  /// destroyed and their slots freed); `delivered` says whether the consumer handled them
+  /// (metrics). Consumer cell only.
   void release_events(const EdgeMessage& m, std::uint32_t from, std::uint32_t upto,
                       bool delivered = true) noexcept {
-    if constexpr (!std::is_trivially_destructible_v<Event>) {
-      Event* base = events_ + (m.start & (ev_capacity_ - 1));
-      for (std::uint32_t i = from; i < upto; ++i)
-        std::destroy_at(base + i);
+    if (m.kind == EdgeMessage::Kind::events) {
+      if constexpr (!std::is_trivially_destructible_v<Event>) {
+        Event* base = events_ + (m.start & (ev_capacity_ - 1));
+        for (std::uint32_t i = from; i < upto; ++i)
+          std::destroy_at(base + i);
+      }
+      ev_released_.store(m.start + upto, std::memory_order_release);  // H2
     }
-    ev_released_.store(m.start + upto, std::memory_order_release);  // H2
+    head_done_ = upto;
     if (delivered) consumed_.add(upto - from);
   }
 
   /// Finishes the message returned by peek(); its events must have been released. Consumer only.
   void pop() noexcept {
+    auto& m = messages_[msg_head_local_ & (msg_capacity_ - 1)];
+    if (m.kind == EdgeMessage::Kind::shared) {
+      static_cast<SharedBlock<Event>*>(m.batch)->release();
+      m.batch = nullptr;
+    }
+    head_done_ = 0;
     ++msg_head_local_;
     msg_head_.store(msg_head_local_, std::memory_order_release);  // H2
   }
@@ -222,11 +261,8 @@ class Edge {
   std::uint64_t discard_unread() noexcept {
     std::uint64_t lost = 0;
     while (const EdgeMessage* m = peek()) {
-      if (m->kind == EdgeMessage::Kind::events) {
-        // Relaxed: ev_released_ is this (consumer) thread's own variable.
-        const auto released = ev_released_.load(std::memory_order_relaxed);
-        const auto done = static_cast<std::uint32_t>(released > m->start ? released - m->start : 0);
-        const auto from = done < m->count ? done : m->count;
+      if (m->kind != EdgeMessage::Kind::end) {
+        const auto from = head_done_ < m->count ? head_done_ : m->count;
         lost += m->count - from;
         release_events(*m, from, m->count, false);
       }
@@ -235,7 +271,11 @@ class Edge {
     return lost;
   }
 
+  /// Events the producer's dispatcher holds for this subscriber (a partition queue). Producer.
+  void set_queued(std::uint64_t n) noexcept { queued_.set(n); }
+
   // ---- metrics (any thread, approximate) -----------------------------------------------------
+  std::uint64_t queued_approx() const noexcept { return queued_.get(); }
   std::uint64_t pushed_approx() const noexcept { return pushed_.get(); }
   std::uint64_t consumed_approx() const noexcept { return consumed_.get(); }
   /// Demand asked for and not yet collected by the producer.
@@ -268,11 +308,13 @@ class Edge {
   Reason end_reason_;
   alignas(cache_line_size) std::atomic<std::uint64_t> msg_tail_{0};
   OwnedCounter<std::uint64_t> pushed_;
+  OwnedCounter<std::uint64_t> queued_;
   std::atomic<std::uint64_t> ask_head_{0};
   OwnedCounter<std::uint64_t> taken_;
 
   // Consumer-owned.
   alignas(cache_line_size) std::uint64_t msg_head_local_ = 0;
+  std::uint32_t head_done_ = 0;  // events of the head message released so far
   std::uint64_t msg_tail_cache_ = 0;
   std::uint64_t ask_tail_local_ = 0;
   std::uint64_t ask_head_cache_ = 0;

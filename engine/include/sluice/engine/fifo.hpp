@@ -9,9 +9,10 @@
 #include <type_traits>
 #include <utility>
 
-namespace sluice::detail {
+namespace sluice {
 
-/// A single-thread FIFO ring of events that grows by doubling and never shrinks, so a buffer
+/// A single-thread FIFO ring of events (the producer buffer; usable by dispatchers for their own
+/// queues) that grows by doubling and never shrinks, so a buffer
 /// that fills and empties in steady state allocates nothing. The front is readable as a
 /// contiguous span (at most two spans cover the whole content).
 template <class T>
@@ -20,6 +21,14 @@ class Fifo {
   Fifo() = default;
   Fifo(const Fifo&) = delete;
   Fifo& operator=(const Fifo&) = delete;
+  Fifo(Fifo&& o) noexcept
+      : data_(std::exchange(o.data_, nullptr)),
+        spare_(std::exchange(o.spare_, nullptr)),
+        capacity_(std::exchange(o.capacity_, 0)),
+        head_(std::exchange(o.head_, 0)),
+        size_(std::exchange(o.size_, 0)),
+        popped_(std::exchange(o.popped_, 0)) {}
+  Fifo& operator=(Fifo&&) = delete;
   ~Fifo() {
     clear();
     if (data_) std::allocator<T>{}.deallocate(data_, capacity_);
@@ -101,4 +110,4 @@ class Fifo {
   std::uint64_t popped_ = 0;
 };
 
-}  // namespace sluice::detail
+}  // namespace sluice
