@@ -17,9 +17,9 @@
 #include <sluice/dispatchers/demand.hpp>
 #include <sluice/engine/dispatcher.hpp>
 
-#include "support/recorder.hpp"
-
 #include <doctest/doctest.h>
+
+#include "support/recorder.hpp"
 
 namespace {
 

@@ -278,9 +278,8 @@ struct LoggingDemandDispatcher final : sluice::Dispatcher<Ev> {
               std::size_t count) override {
       out->send(to, batch, offset, count);
     }
-    void discard(std::span<Ev> events, std::string_view why) override {
-      out->discard(events, why);
-    }
+    void discard(std::span<Ev> events, std::string_view why) override { out->discard(events, why); }
+    void filtered(std::size_t n) override { out->filtered(n); }
     void release_info(std::uint64_t token) override { out->release_info(token); }
     void ask_on_behalf(sluice::SubscriberId of, std::size_t n) override {
       out->ask_on_behalf(of, n);

@@ -41,8 +41,9 @@ class Recorder final : public sluice::Outbox<E> {
   std::vector<Logged> logs;
   std::vector<E> discarded;
   std::vector<std::string> discard_reasons;
-  std::size_t shared_sends = 0;   // sends of a shared batch (no copy per subscriber)
-  std::size_t batches_made = 0;   // calls to share()
+  std::size_t shared_sends = 0;  // sends of a shared batch (no copy per subscriber)
+  std::size_t batches_made = 0;  // calls to share()
+  std::size_t filtered_count = 0;
 
   void send(sluice::SubscriberId to, std::span<E> events) override {
     sent.push_back({to, std::vector<E>(std::make_move_iterator(events.begin()),
@@ -64,6 +65,7 @@ class Recorder final : public sluice::Outbox<E> {
       discarded.push_back(std::move(e));
     discard_reasons.emplace_back(why);
   }
+  void filtered(std::size_t n) override { filtered_count += n; }
   void release_info(std::uint64_t token) override { infos.push_back(token); }
   void ask_on_behalf(sluice::SubscriberId of, std::size_t n) override {
     asked_on_behalf.emplace_back(of, n);

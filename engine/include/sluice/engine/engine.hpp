@@ -313,8 +313,10 @@ class Engine {
       if (s.producer != producer) continue;
       auto& c = decls_[s.consumer];
       for (std::size_t ci = 0; ci < c.instances; ++ci)
-        out.emplace_back(SubscriberInfo{static_cast<SubscriberId>(out.size()), {},
-                                        edge_options(s.options, *probes_[producer], ci), ci},
+        out.emplace_back(SubscriberInfo{static_cast<SubscriberId>(out.size()),
+                                        {},
+                                        edge_options(s.options, *probes_[producer], ci),
+                                        ci},
                          instance_name(c, ci));
     }
     for (auto& [info, name] : out)
@@ -393,7 +395,8 @@ class Engine {
     d.name = name;
     d.kind = kind;
     d.instances = instances;
-    if constexpr (!std::is_void_v<In>) d.takes_const_events = detail::TakesConstEvents<Handler, In, Out>;
+    if constexpr (!std::is_void_v<In>)
+      d.takes_const_events = detail::TakesConstEvents<Handler, In, Out>;
     d.make = [name, handler = std::move(handler), options, dispatcher, instances](
                  detail::RunCore& core, std::vector<std::uint32_t>& ids) {
       for (std::size_t i = 0; i < instances; ++i) {

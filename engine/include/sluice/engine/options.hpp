@@ -41,8 +41,8 @@ class Partition {
  public:
   template <std::integral I>
   Partition(I index) : v_(static_cast<std::int64_t>(index)) {}  // NOLINT: implicit by design
-  Partition(std::string name) : v_(std::move(name)) {}           // NOLINT
-  Partition(const char* name) : v_(std::string(name)) {}         // NOLINT
+  Partition(std::string name) : v_(std::move(name)) {}          // NOLINT
+  Partition(const char* name) : v_(std::string(name)) {}        // NOLINT
 
   bool is_index() const noexcept { return v_.index() == 0; }
   std::int64_t index() const { return std::get<0>(v_); }

@@ -20,8 +20,8 @@
 #include <sluice/engine/detail/cell_base.hpp>
 #include <sluice/engine/detail/consumer_demand.hpp>
 #include <sluice/engine/detail/edge.hpp>
-#include <sluice/engine/fifo.hpp>
 #include <sluice/engine/dispatcher.hpp>
+#include <sluice/engine/fifo.hpp>
 #include <sluice/engine/options.hpp>
 
 namespace sluice::detail {
@@ -44,8 +44,8 @@ concept HasHandleEvents = requires(H& h, std::span<In> s, Context<Out>& c) {
 };
 /// The handler can read events it may not modify (a broadcast's shared batches).
 template <class H, class In, class Out>
-concept TakesConstEvents = HasHandleEvents<H, const In, Out> ||
-                           HasHandleEventsFrom<H, const In, Out>;
+concept TakesConstEvents =
+    HasHandleEvents<H, const In, Out> || HasHandleEventsFrom<H, const In, Out>;
 template <class H, class Out>
 concept HasHandleInfo = requires(H& h, std::any& m, Context<Out>& c) {
   h.handle_info(m, c);
@@ -259,6 +259,7 @@ class Cell final : public CellBase,
     void discard(std::span<OutEvent> events, std::string_view why) override {
       c_.discard(events, why);
     }
+    void filtered(std::size_t n) override { c_.filtered_.add(n); }
     void release_info(std::uint64_t token) override { c_.ready_infos_.push_back(token); }
     void ask_on_behalf(SubscriberId of, std::size_t n) override {
       c_.self_asks_.emplace_back(of, n);
@@ -844,8 +845,8 @@ class Cell final : public CellBase,
     if constexpr (has_out) {
       if (count == 0) return;
       if (batch.block() == nullptr || offset + count > batch.size())
-        throw stage_error(name_, "dispatcher " + dispatcher_->name() +
-                                     " sent a range outside its shared batch");
+        throw stage_error(
+            name_, "dispatcher " + dispatcher_->name() + " sent a range outside its shared batch");
       auto& o = check_send(to, count);
       if (!o.edge->push_shared(batch.block(), offset, count))
         throw stage_error(name_, "the edge to '" + o.consumer + "' is full (" +
@@ -915,8 +916,9 @@ class Cell final : public CellBase,
     auto ctx = context();
     if constexpr (std::is_const_v<E> && !TakesConstEvents<Handler, InEvent, Out>) {
       // Refused when the subscription was declared (Engine::subscribe); kept as a guard.
-      throw stage_error(name_, "received a shared batch but handle_events does not take "
-                               "std::span<const T>");
+      throw stage_error(name_,
+                        "received a shared batch but handle_events does not take "
+                        "std::span<const T>");
     } else if constexpr (HasHandleEventsFrom<Handler, E, Out>) {
       handler_.handle_events(events, from, ctx);
     } else {

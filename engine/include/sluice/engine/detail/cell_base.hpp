@@ -81,6 +81,7 @@ class CellBase : public Schedulable, public CellControl {
     m.buffered = buffered_.get();
     m.dropped = dropped_.get();
     m.lost = lost_.get();
+    m.filtered = filtered_.get();
     m.demand = demand_.get();
     m.busy_seconds = static_cast<double>(busy_ns_.get()) * 1e-9;
     // Acquire pairs with the release in mark_finished: stop_reason_ is then complete.
@@ -114,7 +115,7 @@ class CellBase : public Schedulable, public CellControl {
   const std::size_t instance_;
   const std::uint32_t index_;
   const StageKind kind_;
-  OwnedCounter<std::uint64_t> events_in_, events_out_, buffered_, dropped_, lost_;
+  OwnedCounter<std::uint64_t> events_in_, events_out_, buffered_, dropped_, lost_, filtered_;
   OwnedCounter<std::int64_t> demand_;
   OwnedCounter<std::uint64_t> busy_ns_;
   std::atomic<bool> finished_{false};

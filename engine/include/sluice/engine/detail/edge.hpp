@@ -130,8 +130,8 @@ class Edge {
       if (msg_tail_local_ - msg_head_cache_ >= msg_capacity_ - 1) return false;
     }
     batch->retain();
-    messages_[msg_tail_local_ & (msg_capacity_ - 1)] = {
-        offset, static_cast<std::uint32_t>(count), EdgeMessage::Kind::shared, batch};
+    messages_[msg_tail_local_ & (msg_capacity_ - 1)] = {offset, static_cast<std::uint32_t>(count),
+                                                        EdgeMessage::Kind::shared, batch};
     ++msg_tail_local_;
     msg_tail_.store(msg_tail_local_, std::memory_order_release);  // H1
     pushed_.add(count);

@@ -29,7 +29,7 @@ template <class Event>
 class SharedBlock {
  public:
   static SharedBlock* allocate(std::size_t capacity, BlockPool<Event>* pool) {
-    void* raw = ::operator new(bytes(capacity), std::align_val_t{alignment});
+    void* raw = ::operator new (bytes(capacity), std::align_val_t{alignment});
     return ::new (raw) SharedBlock(capacity, pool);
   }
 
@@ -37,7 +37,7 @@ class SharedBlock {
   static void deallocate(SharedBlock* b) noexcept {
     const auto n = bytes(b->capacity_);
     b->~SharedBlock();
-    ::operator delete(static_cast<void*>(b), n, std::align_val_t{alignment});
+    ::operator delete (static_cast<void*>(b), n, std::align_val_t{alignment});
   }
 
   /// Moves `events` in; the block must be empty and hold at least events.size(). Sets one
@@ -69,8 +69,9 @@ class SharedBlock {
 
  private:
   friend class BlockPool<Event>;
-  static constexpr std::size_t alignment =
-      alignof(Event) > alignof(std::max_align_t) ? alignof(Event) : alignof(std::max_align_t);
+  static constexpr std::size_t alignment = alignof(Event) > alignof(std::max_align_t)
+                                               ? alignof(Event)
+                                               : alignof(std::max_align_t);
   static constexpr std::size_t header = (sizeof(std::atomic<std::uint32_t>) + 3 * sizeof(void*) +
                                          2 * sizeof(std::size_t) + alignment - 1) /
                                         alignment * alignment;

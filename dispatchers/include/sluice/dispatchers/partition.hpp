@@ -1,0 +1,438 @@
+#pragma once
+
+#include <algorithm>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <sluice/engine/dispatcher.hpp>
+#include <sluice/engine/fifo.hpp>
+#include <sluice/engine/options.hpp>
+
+namespace sluice {
+
+/// The partitions of a partition dispatcher: a count n (partitions 0..n-1) or a list of names
+/// (integers or strings, GenStage's `partitions: [:odd, :even]`).
+class Partitions {
+ public:
+  template <std::integral I>
+  Partitions(I count) : count_(static_cast<std::int64_t>(count)) {  // NOLINT: implicit by design
+    for (std::int64_t i = 0; i < count_; ++i)
+      names_.emplace_back(i);
+  }
+  Partitions(std::vector<Partition> names)  // NOLINT: implicit by design
+      : names_(std::move(names)), count_(static_cast<std::int64_t>(names_.size())), listed_(true) {}
+
+  std::size_t size() const noexcept { return names_.size(); }
+  const Partition& operator[](std::size_t i) const { return names_[i]; }
+  /// Given as a count: partition i is named i.
+  bool dense() const noexcept { return !listed_; }
+  bool all_integers() const {
+    return std::all_of(names_.begin(), names_.end(), [](auto& p) { return p.is_index(); });
+  }
+  std::int64_t requested_count() const noexcept { return count_; }
+  /// "0, 1, 2" or "'odd', 'even'".
+  std::string to_string() const {
+    std::string s;
+    for (std::size_t i = 0; i < names_.size(); ++i)
+      s += (i ? ", " : "") + names_[i].to_string();
+    return s;
+  }
+
+ private:
+  std::vector<Partition> names_;
+  std::int64_t count_ = 0;
+  bool listed_ = false;
+};
+
+struct PartitionDispatcherOptions {
+  /// Events each partition's queue keeps for a consumer without demand (GenStage: no bound).
+  std::int64_t queue_size = default_producer_buffer_size;
+  /// Which events a full queue keeps; the others are dropped, counted and passed to the
+  /// producer's handle_discarded hook.
+  BufferKeep queue_keep = BufferKeep::last;
+};
+
+/// Selects the default hash: std::hash<Event>, mixed, modulo the number of partitions.
+struct DefaultPartitionHash {};
+
+/// GenStage's PartitionDispatcher (GENSTAGE.md 2.3): each event goes to exactly one partition,
+/// chosen by the hash, which may also rewrite the event (it gets `Event&`) or drop it (return an
+/// empty std::optional). At most one subscriber per partition; upstream demand is each ask, less
+/// what was already asked for departed subscribers (`pending`).
+///
+/// The hash returns the partition: an integer (a partition name, which for a count n is the
+/// index 0..n-1), a Partition or a string name, or a std::optional of one of those.
+///
+/// Differences from GenStage (docs/GENSTAGE.md): per-partition queues are bounded (queue_size,
+/// queue_keep) and counted in the producer's buffered metric and each edge's `queued` metric;
+/// events a cancelled partition still queued are reported as dropped (GenStage discards them
+/// silently); events the hash drops are counted in the producer's `filtered` metric.
+template <class Event, class Hash = DefaultPartitionHash>
+class PartitionDispatcher final : public Dispatcher<Event> {
+ public:
+  explicit PartitionDispatcher(Partitions partitions, Hash hash = {},
+                               PartitionDispatcherOptions options = {})
+      : partitions_(std::move(partitions)), hash_(std::move(hash)), options_(options) {
+    if (partitions_.requested_count() < 1)
+      throw option_error("option partitions must name at least 1 partition, got: " +
+                         std::to_string(partitions_.requested_count()));
+    if (options_.queue_size < 1)
+      throw option_error("option queue_size must be greater than 0, got: " +
+                         std::to_string(options_.queue_size));
+    if constexpr (std::is_same_v<Hash, DefaultPartitionHash>) {
+      static_assert(
+          requires(const Event& e) { std::hash<Event>{}(e); },
+          "the partition dispatcher's default hash needs std::hash<Event>; pass a "
+          "hash function");
+      if (!partitions_.all_integers())
+        throw option_error(
+            "option hash is required when partitions are not integers (got partitions: " +
+            partitions_.to_string() + ")");
+    }
+    for (std::size_t i = 0; i < partitions_.size(); ++i) {
+      const Partition& p = partitions_[i];
+      const bool fresh = p.is_index() ? by_index_.emplace(p.index(), i).second
+                                      : by_name_.emplace(p.name(), i).second;
+      if (!fresh)
+        throw option_error("option partitions: partition " + p.to_string() + " is listed twice");
+    }
+    parts_.resize(partitions_.size());
+  }
+
+  // ---- validation (before running) ------------------------------------------------------------
+
+  void validate(const SubscriberInfo& s) const override {
+    if (s.options.selector.has_value())
+      throw option_error("option selector: only a broadcast dispatcher selects events");
+    slot_of_subscription(s);
+  }
+
+  std::vector<std::string> validate_subscribers(
+      std::span<const SubscriberInfo> subscribers) const override {
+    std::vector<std::string> problems;
+    std::vector<std::string> owner(parts_.size());
+    for (auto& s : subscribers) {
+      std::size_t slot = 0;
+      try {
+        slot = slot_of_subscription(s);
+      } catch (const option_error& e) {
+        problems.push_back("consumer '" + std::string(s.consumer) + "': " + e.what());
+        continue;
+      }
+      if (!owner[slot].empty())
+        problems.push_back("consumer '" + std::string(s.consumer) + "': option partition " +
+                           partitions_[slot].to_string() + " is already taken by '" + owner[slot] +
+                           "'");
+      else
+        owner[slot] = std::string(s.consumer);
+    }
+    for (std::size_t i = 0; i < owner.size(); ++i)
+      if (owner[i].empty())
+        problems.push_back("partition " + partitions_[i].to_string() +
+                           " has no subscriber (its events would only be dropped)");
+    return problems;
+  }
+
+  std::optional<Partition> default_partition(std::size_t consumer_instance) const override {
+    if (consumer_instance >= partitions_.size()) return std::nullopt;
+    return partitions_[consumer_instance];
+  }
+
+  std::string name() const override { return "partition"; }
+
+  // ---- the dispatcher ---------------------------------------------------------------------------
+
+  std::size_t subscribe(const SubscriberInfo& s, Outbox<Event>&) override {
+    const auto slot = slot_of_subscription(s);
+    auto& p = parts_[slot];
+    if (p.subscriber)
+      throw option_error("option partition " + partitions_[slot].to_string() + " is already taken");
+    p.subscriber = s.id;
+    slot_of_[s.id] = slot;
+    return 0;
+  }
+
+  std::size_t cancel(SubscriberId id, Outbox<Event>& out) override {
+    auto it = slot_of_.find(id);
+    if (it == slot_of_.end()) return 0;
+    const auto slot = it->second;
+    slot_of_.erase(it);
+    auto& p = parts_[slot];
+    p.subscriber.reset();
+    if (p.queue.empty()) {
+      pending_ += p.demand;
+      p.demand = 0;
+      return 0;
+    }
+    // GenStage discards the queue and asks upstream for as many replacements; we report them.
+    const auto k = p.queue.size();
+    drop_front(slot, k, "the queue of cancelled partition " + partitions_[slot].to_string(), out);
+    p.demand = 0;
+    waiting_ += static_cast<std::int64_t>(k);
+    release_passed_infos(out);
+    return k;
+  }
+
+  std::size_t ask(SubscriberId id, std::size_t n, Outbox<Event>& out) override {
+    auto it = slot_of_.find(id);
+    if (it == slot_of_.end()) return 0;
+    auto& p = parts_[it->second];
+    const auto left = send_queued(it->second, static_cast<std::int64_t>(n), out);
+    p.demand += left;
+    const auto already = std::min<std::int64_t>(pending_, static_cast<std::int64_t>(n));
+    pending_ -= already;
+    const auto up = static_cast<std::int64_t>(n) - already;
+    waiting_ += up;
+    return static_cast<std::size_t>(up);
+  }
+
+  std::size_t dispatch(std::span<Event> events, Outbox<Event>& out) override {
+    if (waiting_ == 0) return 0;
+    std::size_t taken = 0;
+    std::size_t none = 0;
+    for (; taken < events.size() && waiting_ > 0; ++taken) {
+      Event& e = events[taken];
+      const auto slot = hash(e);
+      if (slot < 0) {
+        ++none;
+        continue;
+      }
+      parts_[static_cast<std::size_t>(slot)].batch.push_back(std::move(e));
+      --waiting_;
+    }
+    if (none > 0) out.filtered(none);
+    for (std::size_t slot = 0; slot < parts_.size(); ++slot) {
+      auto& p = parts_[slot];
+      if (p.batch.empty()) continue;
+      std::span<Event> batch(p.batch);
+      if (p.queue.empty() && p.demand > 0) {
+        const auto now = std::min<std::size_t>(static_cast<std::size_t>(p.demand), batch.size());
+        out.send(*p.subscriber, batch.first(now));
+        p.demand -= static_cast<std::int64_t>(now);
+        batch = batch.subspan(now);
+      }
+      enqueue(slot, batch, out);
+      p.batch.clear();
+    }
+    return taken;
+  }
+
+  void info(std::uint64_t token, Outbox<Event>& out) override {
+    std::size_t backed_up = 0;
+    for (auto& p : parts_)
+      if (!p.queue.empty()) {
+        p.markers.push_back({p.queue.pushed_total(), token});
+        ++backed_up;
+      }
+    if (backed_up == 0)
+      out.release_info(token);
+    else
+      infos_.push_back({token, backed_up});
+  }
+
+  std::size_t buffered() const override {
+    std::size_t n = 0;
+    for (auto& p : parts_)
+      n += p.queue.size();
+    return n;
+  }
+
+  std::size_t queued(SubscriberId id) const override {
+    auto it = slot_of_.find(id);
+    return it == slot_of_.end() ? 0 : parts_[it->second].queue.size();
+  }
+
+  // ---- introspection (tests) ------------------------------------------------------------------
+  std::int64_t waiting() const { return waiting_; }
+  std::int64_t pending() const { return pending_; }
+  /// A partition's integer demand (0 while it has a queue).
+  std::int64_t demand_of(const Partition& p) const { return parts_[slot(p)].demand; }
+  std::size_t queue_size_of(const Partition& p) const { return parts_[slot(p)].queue.size(); }
+
+ private:
+  struct Marker {
+    std::uint64_t position;  // the info is passed once the queue has popped this many events
+    std::uint64_t token;
+  };
+  struct Part {
+    std::optional<SubscriberId> subscriber;
+    std::int64_t demand = 0;  // GenStage's integer demand; 0 while the queue is not empty
+    Fifo<Event> queue;        // events beyond demand (GenStage's per-partition queue)
+    std::deque<Marker> markers;
+    std::vector<Event> batch;  // this dispatch's events for the partition (capacity reused)
+  };
+  struct PendingInfo {
+    std::uint64_t token;
+    std::size_t partitions_left;
+  };
+
+  std::size_t slot(const Partition& p) const {
+    if (p.is_index()) {
+      auto it = by_index_.find(p.index());
+      if (it != by_index_.end()) return it->second;
+    } else {
+      auto it = by_name_.find(p.name());
+      if (it != by_name_.end()) return it->second;
+    }
+    throw option_error("option partition must be one of " + partitions_.to_string() +
+                       ", got: " + p.to_string());
+  }
+
+  std::size_t slot_of_subscription(const SubscriberInfo& s) const {
+    if (!s.options.partition)
+      throw option_error(
+          "option partition is required when subscribing to a partition "
+          "dispatcher (it has " +
+          std::to_string(partitions_.size()) + " partitions: " + partitions_.to_string() + ")");
+    return slot(*s.options.partition);
+  }
+
+  /// The slot of the event's partition, or -1 if the hash drops it.
+  std::ptrdiff_t hash(Event& e) {
+    if constexpr (std::is_same_v<Hash, DefaultPartitionHash>) {
+      std::uint64_t h = static_cast<std::uint64_t>(std::hash<Event>{}(e));
+      h ^= h >> 33;  // fmix64 (MurmurHash3): std::hash of an integer is the integer itself
+      h *= 0xff51afd7ed558ccdULL;
+      h ^= h >> 33;
+      h *= 0xc4ceb9fe1a85ec53ULL;
+      h ^= h >> 33;
+      return static_cast<std::ptrdiff_t>(h % parts_.size());
+    } else {
+      return resolve(std::invoke(hash_, e));
+    }
+  }
+
+  template <class R>
+  std::ptrdiff_t resolve(R&& r) const {
+    using T = std::remove_cvref_t<R>;
+    if constexpr (requires {
+                    r.has_value();
+                    *r;
+                  }) {
+      if (!r.has_value()) return -1;
+      return resolve(*r);
+    } else if constexpr (std::integral<T>) {
+      const auto i = static_cast<std::int64_t>(r);
+      if (partitions_.dense()) {
+        if (i >= 0 && i < static_cast<std::int64_t>(parts_.size()))
+          return static_cast<std::ptrdiff_t>(i);
+      } else if (auto it = by_index_.find(i); it != by_index_.end()) {
+        return static_cast<std::ptrdiff_t>(it->second);
+      }
+      throw unknown(std::to_string(i));
+    } else {
+      static_assert(std::is_constructible_v<Partition, R>,
+                    "a partition hash must return the partition: an integer, a sluice::Partition, "
+                    "a string name, or a std::optional of one of those (empty: drop the event)");
+      const Partition p(std::forward<R>(r));
+      try {
+        return static_cast<std::ptrdiff_t>(slot(p));
+      } catch (const option_error&) {
+        throw unknown(p.to_string());
+      }
+    }
+  }
+
+  std::runtime_error unknown(const std::string& what) const {
+    return std::runtime_error("partition dispatcher: the hash computed unknown partition " + what +
+                              " for an event (partitions: " + partitions_.to_string() + ")");
+  }
+
+  /// Sends up to n queued events, one message per run between info markers, releasing the
+  /// infos passed. Returns what is left of n.
+  std::int64_t send_queued(std::size_t slot, std::int64_t n, Outbox<Event>& out) {
+    auto& p = parts_[slot];
+    while (n > 0 && !p.queue.empty()) {
+      auto m = std::min<std::uint64_t>(p.queue.size(), static_cast<std::uint64_t>(n));
+      if (!p.markers.empty())
+        m = std::min<std::uint64_t>(m, p.markers.front().position - p.queue.popped_total());
+      if (m > 0) {
+        out.send(*p.subscriber, p.queue.front(m));
+        p.queue.pop_front(m);
+        n -= static_cast<std::int64_t>(m);
+      }
+      release_passed_infos(out);
+    }
+    release_passed_infos(out);
+    return n;
+  }
+
+  void enqueue(std::size_t slot, std::span<Event> events, Outbox<Event>& out) {
+    auto& p = parts_[slot];
+    if (events.empty()) return;
+    const auto cap = static_cast<std::uint64_t>(options_.queue_size);
+    const std::string where = "the queue of partition " + partitions_[slot].to_string();
+    if (options_.queue_keep == BufferKeep::first) {
+      const auto space = cap > p.queue.size() ? cap - p.queue.size() : 0;
+      const auto keep = std::min<std::uint64_t>(space, events.size());
+      for (std::size_t i = 0; i < keep; ++i)
+        p.queue.push_back(std::move(events[i]));
+      if (keep < events.size()) out.discard(events.subspan(keep), where);
+    } else {
+      if (events.size() >= cap) {
+        drop_front(slot, p.queue.size(), where, out);
+        out.discard(events.first(events.size() - cap), where);
+        events = events.subspan(events.size() - cap);
+      } else if (p.queue.size() + events.size() > cap) {
+        drop_front(slot, p.queue.size() + events.size() - cap, where, out);
+      }
+      for (auto& e : events)
+        p.queue.push_back(std::move(e));
+    }
+  }
+
+  /// Drops the n oldest queued events of a partition (reported as dropped).
+  void drop_front(std::size_t slot, std::uint64_t n, const std::string& why, Outbox<Event>& out) {
+    auto& p = parts_[slot];
+    while (n > 0) {
+      auto span = p.queue.front_span();
+      const auto m = std::min<std::uint64_t>(span.size(), n);
+      out.discard(span.first(m), why);
+      p.queue.pop_front(m);
+      n -= m;
+    }
+  }
+
+  /// Infos whose markers every backed-up partition has passed (or dropped) are released.
+  void release_passed_infos(Outbox<Event>& out) {
+    for (auto& p : parts_) {
+      while (!p.markers.empty() &&
+             (p.markers.front().position <= p.queue.popped_total() || !p.subscriber)) {
+        const auto token = p.markers.front().token;
+        p.markers.pop_front();
+        for (auto& i : infos_)
+          if (i.token == token) --i.partitions_left;
+      }
+    }
+    while (!infos_.empty() && infos_.front().partitions_left == 0) {
+      out.release_info(infos_.front().token);
+      infos_.pop_front();
+    }
+  }
+
+  Partitions partitions_;
+  Hash hash_;
+  PartitionDispatcherOptions options_;
+  std::unordered_map<std::int64_t, std::size_t> by_index_;
+  std::unordered_map<std::string, std::size_t> by_name_;
+  std::vector<Part> parts_;
+  std::map<SubscriberId, std::size_t> slot_of_;
+  std::deque<PendingInfo> infos_;
+  std::int64_t waiting_ = 0;  // upstream demand not yet used by dispatch
+  std::int64_t pending_ = 0;  // asked upstream for subscribers that left
+};
+
+}  // namespace sluice
