@@ -98,7 +98,7 @@ struct StringMaker<std::optional<std::size_t>> {
     CHECK((d).demands().empty());            \
     CHECK((d).pending() == 0);               \
     CHECK((d).max_demand() == std::nullopt); \
-    CHECK((d).name() == "DemandDispatcher"); \
+    CHECK((d).name() == "demand");           \
   } while (0)
 
 constexpr std::optional<std::size_t> nil = std::nullopt;

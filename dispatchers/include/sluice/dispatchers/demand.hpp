@@ -89,7 +89,7 @@ class DemandDispatcher final : public Dispatcher<Event> {
     return sent;
   }
 
-  std::string name() const override { return "DemandDispatcher"; }
+  std::string name() const override { return "demand"; }
 
   // Introspection for tests and metrics.
   struct Entry {

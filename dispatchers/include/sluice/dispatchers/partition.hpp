@@ -436,3 +436,30 @@ class PartitionDispatcher final : public Dispatcher<Event> {
 };
 
 }  // namespace sluice
+
+namespace sluice {
+
+/// The factory the engine takes for a producer's dispatcher (one per producer instance), with
+/// the default hash (std::hash<Event>, mixed). Invalid options throw option_error here.
+template <class Event>
+auto partition_dispatcher(Partitions partitions, PartitionDispatcherOptions options = {}) {
+  PartitionDispatcher<Event> check(partitions, {}, options);
+  return [partitions, options]() -> std::unique_ptr<Dispatcher<Event>> {
+    return std::make_unique<PartitionDispatcher<Event>>(partitions, DefaultPartitionHash{},
+                                                        options);
+  };
+}
+
+/// Same, with a hash: `hash(Event&)` returns the partition (or an empty optional to drop the
+/// event) and may rewrite the event.
+template <class Event, class Hash>
+requires std::invocable<Hash&, Event&>
+auto partition_dispatcher(Partitions partitions, Hash hash,
+                          PartitionDispatcherOptions options = {}) {
+  PartitionDispatcher<Event, Hash> check(partitions, hash, options);
+  return [partitions, hash, options]() -> std::unique_ptr<Dispatcher<Event>> {
+    return std::make_unique<PartitionDispatcher<Event, Hash>>(partitions, hash, options);
+  };
+}
+
+}  // namespace sluice

@@ -412,7 +412,12 @@ class Engine {
     decls_.push_back(std::move(d));
     if constexpr (!std::is_void_v<Out>) {
       // One probe dispatcher validates subscriptions as they are declared (before running).
-      std::shared_ptr<const DispatcherBase> probe = dispatcher();
+      std::shared_ptr<const DispatcherBase> probe;
+      try {
+        probe = dispatcher();
+      } catch (const option_error& e) {
+        throw option_error("stage '" + name + "': " + e.what());
+      }
       if (!probe) throw option_error("stage '" + name + "': the dispatcher factory returned null");
       probes_.push_back(std::move(probe));
     } else {
