@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -58,7 +59,8 @@ class SharedBlock {
   }
 
   void release() noexcept {
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;  // see the class comment
+    // acq_rel pairs with the other holders' decrements: the last one sees their reads done.
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
     std::destroy_n(data(), size_);
     size_ = 0;
     if (pool_ != nullptr)
@@ -133,6 +135,7 @@ class BlockPool {
   void recycle(SharedBlock<Event>* b) noexcept {
     live_.fetch_add(1);  // keeps the pool alive until this call returns, even if closed meanwhile
     b->next_ = free_.load(std::memory_order_relaxed);  // re-read by the failing CAS
+    // Release pairs with take()'s acquire exchange: the events' destruction happens before reuse.
     while (!free_.compare_exchange_weak(b->next_, b, std::memory_order_release,
                                         std::memory_order_relaxed)) {
     }
@@ -150,14 +153,17 @@ class BlockPool {
         b = next;
       }
     }
+    // Every block gets the largest capacity asked so far, so blocks of varying batch sizes are
+    // all reusable and a smaller one is replaced once, not over and over.
+    largest_ = std::max({largest_, n, min_capacity});
     while (!local_.empty()) {
       auto* b = local_.back();
       local_.pop_back();
-      if (b->capacity() >= n) return b;
-      free_block(b);  // too small for this producer's batches now
+      if (b->capacity() >= largest_) return b;
+      free_block(b);  // made before the batches grew
     }
     live_.fetch_add(1);
-    return SharedBlock<Event>::allocate(n < min_capacity ? min_capacity : n, this);
+    return SharedBlock<Event>::allocate(largest_, this);
   }
 
   void free_list(SharedBlock<Event>* b) noexcept {
@@ -183,6 +189,7 @@ class BlockPool {
   std::atomic<bool> closed_{false};
   std::atomic<std::size_t> live_{1};  // blocks allocated and not freed, plus the owner
   std::vector<SharedBlock<Event>*> local_;
+  std::size_t largest_ = 0;
 };
 
 }  // namespace sluice::detail
