@@ -6,6 +6,7 @@
 // are atoms or maps in GenStage; strings here (`:a` is "a", `%{key: "pre0000"}` is "pre0000").
 #include <cstddef>
 #include <cstdint>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -41,11 +42,12 @@ namespace doctest {
 template <>
 struct StringMaker<Demands> {
   static String convert(const Demands& ds) {
-    std::string s = "[";
+    std::ostringstream s;
+    s << "[";
     for (std::size_t i = 0; i < ds.size(); ++i)
-      s += (i ? ", {" : "{") + std::to_string(ds[i].extra) + ", id " + std::to_string(ds[i].id) +
-           "}";
-    return String((s + "]").c_str());
+      s << (i ? ", " : "") << "{" << ds[i].extra << ", id " << ds[i].id << "}";
+    s << "]";
+    return String(s.str().c_str());
   }
 };
 }  // namespace doctest

@@ -50,9 +50,10 @@ class BroadcastDispatcher final : public Dispatcher<Event> {
   std::size_t subscribe(const SubscriberInfo& s, Outbox<Event>& out) override {
     for (auto& e : entries_)
       if (e.consumer == s.consumer) {
-        out.log(LogLevel::error, "'" + std::string(s.consumer) +
-                                     "' is already registered. This subscription has been "
-                                     "discarded.");
+        std::string message(1, '\'');  // built by appends: GCC 12's -Wrestrict misfires on
+        message += s.consumer;          // "literal" + std::string&& at -O3 (GCC bug 105329)
+        message += "' is already registered. This subscription has been discarded.";
+        out.log(LogLevel::error, message);
         throw subscription_refused("already subscribed");
       }
     // Hold demand until the new subscriber asks: what everyone could take now is given back to

@@ -309,7 +309,9 @@ class PartitionDispatcher final : public Dispatcher<Event> {
       h ^= h >> 33;
       h *= 0xc4ceb9fe1a85ec53ULL;
       h ^= h >> 33;
-      return static_cast<std::ptrdiff_t>(h % parts_.size());
+      // Multiply-high on the top 32 bits instead of h % n (a 64-bit division costs ~40 cycles);
+      // uniform because h is mixed.
+      return static_cast<std::ptrdiff_t>(((h >> 32) * parts_.size()) >> 32);
     } else {
       return resolve(std::invoke(hash_, e));
     }

@@ -265,7 +265,11 @@ class Cell final : public CellBase,
       c_.self_asks_.emplace_back(of, n);
     }
     void log(LogLevel level, std::string_view message) override {
-      c_.run_.log(level, "stage '" + std::string(c_.name_) + "': " + std::string(message));
+      std::string line = "stage '";  // appends, not "literal" + std::string&&: GCC bug 105329
+      line += c_.name_;
+      line += "': ";
+      line += message;
+      c_.run_.log(level, line);
     }
 
    private:

@@ -174,9 +174,11 @@ class BlockPool {
     }
   }
 
+  /// Frees a block while someone still holds a reference on the pool (the owner, or a
+  /// recycler for the length of its call), so the count never reaches zero here.
   void free_block(SharedBlock<Event>* b) noexcept {
     SharedBlock<Event>::deallocate(b);
-    unref();
+    live_.fetch_sub(1);
   }
 
   void unref() noexcept {
