@@ -1,9 +1,10 @@
 #pragma once
 
-// The umbrella header: everything a user needs. (It lives in graph/ because graph sees every
-// component; the fluent builder will join it here.)
+// The umbrella header: everything a user needs (it lives in graph/, the layer that sees every
+// component).
 
 #include <sluice/dispatchers/broadcast.hpp>
 #include <sluice/dispatchers/demand.hpp>
 #include <sluice/dispatchers/partition.hpp>
 #include <sluice/engine/engine.hpp>
+#include <sluice/graph/graph.hpp>

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <typeindex>
 #include <utility>
 #include <vector>
 
@@ -222,24 +223,43 @@ class Engine {
     static_assert(
         std::is_same_v<CIn, POut>,
         "event types differ: the consumer's input type must be the producer's output type");
-    auto& c = stage(consumer.id(), "subscribe");
-    auto& p = stage(producer.id(), "subscribe");
+    subscribe_by_id<POut>(consumer.id(), producer.id(), std::move(options));
+  }
+
+  /// subscribe() by stage ids, for code that keeps the types itself (the graph builder): the
+  /// stages' event types and kinds are checked at run time (option_error) instead of at compile
+  /// time.
+  template <class Event>
+  void subscribe_by_id(std::size_t consumer_id, std::size_t producer_id,
+                       SubscriptionOptions options) {
+    using CIn = Event;
+    using POut = Event;
+    auto& c = stage(consumer_id, "subscribe");
+    auto& p = stage(producer_id, "subscribe");
+    if (c.kind == StageKind::producer)
+      throw option_error("stage '" + c.name + "' is a producer: it cannot subscribe to '" + p.name +
+                         "'");
+    if (p.kind == StageKind::consumer)
+      throw option_error("stage '" + c.name + "' cannot subscribe to '" + p.name + "', a consumer");
+    if (c.in != typeid(Event) || p.out != typeid(Event))
+      throw option_error("stage '" + c.name + "' subscribing to '" + p.name +
+                         "': event types differ");
     check_subscription(c.name, p.name, options);
     if (options.selector.has_value() && options.selector.type() != typeid(Selector<POut>))
       throw option_error("stage '" + c.name + "' subscribing to '" + p.name +
                          "': option selector must be made with sluice::selector<Event>(predicate) "
                          "for this producer's event type");
-    if (probes_[producer.id()]->shares_events() && !c.takes_const_events)
+    if (probes_[producer_id]->shares_events() && !c.takes_const_events)
       throw option_error("stage '" + c.name + "' subscribing to '" + p.name + "': the " +
-                         probes_[producer.id()]->name() +
+                         probes_[producer_id]->name() +
                          " dispatcher shares each event between its consumers, so handle_events "
                          "must take std::span<const T>");
     for (auto& s : subs_)
-      if (s.consumer == consumer.id() && s.producer == producer.id())
+      if (s.consumer == consumer_id && s.producer == producer_id)
         throw option_error("stage '" + c.name + "': already subscribed to '" + p.name + "'");
     Sub s;
-    s.consumer = consumer.id();
-    s.producer = producer.id();
+    s.consumer = consumer_id;
+    s.producer = producer_id;
     s.options = options;
     s.wire = [](detail::RunCore& core, std::vector<std::uint32_t> pcells,
                 std::vector<std::uint32_t> ccells, const Decl& pd, const Decl& cd,
@@ -272,7 +292,12 @@ class Engine {
       }
     };
     subs_.push_back(std::move(s));
-    validate_dispatcher(producer.id(), subs_.back());
+    try {
+      validate_dispatcher(producer_id, subs_.back());
+    } catch (...) {
+      subs_.pop_back();  // a refused subscription is not declared
+      throw;
+    }
   }
 
   /// Checks the topology and starts a run. Throws option_error (every problem, one per line)
@@ -280,12 +305,20 @@ class Engine {
   /// handlers and dispatchers.
   Run start(RunOptions options = {}) const;
 
+  /// The topology problems start() would report (unsubscribed consumers, producers nobody
+  /// consumes, cycles, dispatcher checks), one per entry; empty if the graph can run.
+  std::vector<std::string> problems() const;
+
+  /// The declared stage's name (for tools that describe a graph).
+  const std::string& name_of(std::size_t stage_id) const { return decls_.at(stage_id).name; }
+
  private:
   struct Decl {
     std::string name;
     StageKind kind;
     std::size_t instances;
     bool takes_const_events = false;  // handle_events takes std::span<const In>
+    std::type_index in = typeid(void), out = typeid(void);
     // Makes one cell per instance into the run.
     std::function<void(detail::RunCore&, std::vector<std::uint32_t>&)> make;
   };
@@ -397,6 +430,8 @@ class Engine {
     d.instances = instances;
     if constexpr (!std::is_void_v<In>)
       d.takes_const_events = detail::TakesConstEvents<Handler, In, Out>;
+    d.in = typeid(In);
+    d.out = typeid(Out);
     d.make = [name, handler = std::move(handler), options, dispatcher, instances](
                  detail::RunCore& core, std::vector<std::uint32_t>& ids) {
       for (std::size_t i = 0; i < instances; ++i) {
@@ -442,8 +477,8 @@ inline Metrics Run::metrics() const {
   return m;
 }
 
-inline Run Engine::start(RunOptions options) const {
-  // Topology checks: every problem, one per line.
+inline std::vector<std::string> Engine::problems() const {
+  std::vector<std::string> found;
   std::string problems;
   std::vector<bool> has_sub(decls_.size()), has_consumer(decls_.size());
   for (auto& s : subs_) {
@@ -468,11 +503,15 @@ inline Run Engine::start(RunOptions options) const {
   // Cycles (DFS over producer -> consumer).
   {
     std::vector<int> color(decls_.size(), 0);
+    std::size_t on_cycle = 0;  // a stage the back edge leads to: one on the cycle
     std::function<bool(std::size_t)> dfs = [&](std::size_t u) {
       color[u] = 1;
       for (auto& s : subs_) {
         if (s.producer != u) continue;
-        if (color[s.consumer] == 1) return true;
+        if (color[s.consumer] == 1) {
+          on_cycle = s.consumer;
+          return true;
+        }
         if (color[s.consumer] == 0 && dfs(s.consumer)) return true;
       }
       color[u] = 2;
@@ -480,10 +519,24 @@ inline Run Engine::start(RunOptions options) const {
     };
     for (std::size_t i = 0; i < decls_.size(); ++i)
       if (color[i] == 0 && dfs(i)) {
-        problems += "the subscriptions form a cycle through stage '" + decls_[i].name + "'\n";
+        problems +=
+            "the subscriptions form a cycle through stage '" + decls_[on_cycle].name + "'\n";
         break;
       }
   }
+  for (std::size_t at = 0; at < problems.size();) {
+    const auto nl = problems.find('\n', at);
+    found.push_back(problems.substr(at, nl - at));
+    at = nl + 1;
+  }
+  return found;
+}
+
+inline Run Engine::start(RunOptions options) const {
+  // Topology checks: every problem, one per line.
+  std::string problems;
+  for (auto& p : this->problems())
+    problems += p + "\n";
   if (options.quantum == 0) problems += "run option quantum must be at least 1, got: 0\n";
   if (options.concurrency < 0)
     problems += "run option concurrency must be 0 (hardware) or more, got: " +

@@ -9,7 +9,6 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
-#include <variant>
 
 namespace sluice {
 
@@ -40,21 +39,23 @@ enum class DemandControl { automatic, manual };
 class Partition {
  public:
   template <std::integral I>
-  Partition(I index) : v_(static_cast<std::int64_t>(index)) {}  // NOLINT: implicit by design
-  Partition(std::string name) : v_(std::move(name)) {}          // NOLINT
-  Partition(const char* name) : v_(std::string(name)) {}        // NOLINT
+  Partition(I index) : index_(static_cast<std::int64_t>(index)) {}  // NOLINT: implicit by design
+  Partition(std::string name) : name_(std::move(name)), named_(true) {}  // NOLINT
+  Partition(const char* name) : name_(name), named_(true) {}             // NOLINT
 
-  bool is_index() const noexcept { return v_.index() == 0; }
-  std::int64_t index() const { return std::get<0>(v_); }
-  const std::string& name() const { return std::get<1>(v_); }
+  bool is_index() const noexcept { return !named_; }
+  std::int64_t index() const noexcept { return index_; }
+  const std::string& name() const noexcept { return name_; }
   /// "3", or the name in quotes: "'odd'".
-  std::string to_string() const {
-    return is_index() ? std::to_string(index()) : "'" + name() + "'";
-  }
+  std::string to_string() const { return named_ ? "'" + name_ + "'" : std::to_string(index_); }
   friend bool operator==(const Partition&, const Partition&) = default;
 
  private:
-  std::variant<std::int64_t, std::string> v_;
+  // Two plain members rather than a std::variant: GCC 12 reports -Wmaybe-uninitialized false
+  // positives on variant<int64_t, std::string> copies at -O1.
+  std::int64_t index_ = 0;
+  std::string name_;
+  bool named_ = false;
 };
 
 /// A broadcast subscription's selector (GenStage's `:selector`): the subscriber receives only the

@@ -1,0 +1,554 @@
+#pragma once
+
+#include <any>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <ranges>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <sluice/dispatchers/broadcast.hpp>
+#include <sluice/dispatchers/demand.hpp>
+#include <sluice/dispatchers/partition.hpp>
+#include <sluice/engine/engine.hpp>
+
+namespace sluice {
+
+/// Options of one declared stage: how many instances, its producer side (buffer, demand mode)
+/// and its input subscription(s) (GenStage's subscription options).
+struct StageOptions {
+  std::size_t instances = 1;
+  // ---- input subscription ----
+  std::int64_t max_demand = default_max_demand;
+  std::optional<std::int64_t> min_demand = std::nullopt;
+  CancelMode cancel = CancelMode::permanent;
+  std::optional<Partition> partition = std::nullopt;  ///< default: instance i takes partition i
+  DemandControl demand = DemandControl::automatic;
+  std::any selector = {};  ///< broadcast only: sluice::selector<T>(predicate)
+  // ---- output (producers, producer_consumers) ----
+  std::optional<std::int64_t> buffer_size = std::nullopt;
+  BufferKeep buffer_keep = BufferKeep::last;
+  DemandMode demand_mode = DemandMode::forward;  ///< producers only
+
+  SubscriptionOptions subscription() const {
+    return {max_demand, min_demand, cancel, partition, demand, selector};
+  }
+  ProducerOptions producer() const { return {buffer_size, buffer_keep, demand_mode}; }
+};
+
+template <class In, class Out>
+class Stage;
+class Graph;
+class CompiledGraph;
+
+namespace detail {
+
+/// A declared stage, kept as plain data until compile() turns it into engine declarations.
+struct GraphNode {
+  std::string name;
+  StageKind kind;
+  std::string what;  // "map", "filter", "source (range)", ... (DOT)
+  StageOptions options;
+  std::string dispatcher = "demand";
+  std::any dispatcher_factory;  // DispatcherFactory<Out>, set by broadcast()/partition()
+  // Declares the stage into an engine; returns its stage id there.
+  std::function<std::size_t(Engine&, const GraphNode&)> declare;
+  std::vector<std::string> problems;  // found while declaring (reported by compile())
+};
+
+struct GraphLink {
+  std::size_t producer, consumer;
+  SubscriptionOptions options;
+  // Subscribes (engine ids) with the link's event type.
+  std::function<void(Engine&, std::size_t consumer, std::size_t producer,
+                     const SubscriptionOptions&)>
+      subscribe;
+};
+
+struct GraphData {
+  std::vector<GraphNode> nodes;
+  std::vector<GraphLink> links;
+};
+
+// ---- the handlers behind the function stages ----------------------------------------------------
+
+template <class R>
+struct RangeSource {
+  using Out = std::ranges::range_value_t<R>;
+  static constexpr const char* what = "source (range)";
+  static constexpr bool single_instance = true;
+  std::shared_ptr<R> range;  // shared by copies: each run starts its own iteration
+  std::optional<std::ranges::iterator_t<R>> it;
+  void handle_demand(std::size_t n, Context<Out>& ctx) {
+    if (!it) it = std::ranges::begin(*range);
+    const auto end = std::ranges::end(*range);
+    for (std::size_t i = 0; i < n && *it != end; ++i, ++*it)
+      ctx.emit(Out(**it));
+    if (*it == end) ctx.finish();
+  }
+};
+
+template <class O, class F>
+struct GeneratorSource {
+  using Out = O;
+  static constexpr const char* what = "source (generator)";
+  static constexpr bool single_instance = false;
+  F f;
+  void handle_demand(std::size_t n, Context<Out>& ctx) {
+    for (std::size_t i = 0; i < n; ++i) {
+      std::optional<Out> e = f();
+      if (!e) {
+        ctx.finish();
+        return;
+      }
+      ctx.emit(std::move(*e));
+    }
+  }
+};
+
+// Function stages read their input through either span: their own events (moved from) or a
+// broadcast's shared batch (read only).
+template <class In, class Out, class F>
+struct MapStage {
+  F f;
+  void handle_events(std::span<In> in, Context<Out>& ctx) {
+    for (auto& e : in)
+      ctx.emit(f(std::move(e)));
+  }
+  void handle_events(std::span<const In> in,
+                     Context<Out>& ctx) requires std::invocable<F&, const In&> {
+    for (auto& e : in)
+      ctx.emit(f(e));
+  }
+};
+
+template <class In, class F>
+struct FilterStage {
+  F keep;
+  void handle_events(std::span<In> in, Context<In>& ctx) {
+    for (auto& e : in)
+      if (keep(std::as_const(e))) ctx.emit(std::move(e));
+  }
+  void handle_events(std::span<const In> in,
+                     Context<In>& ctx) requires std::copy_constructible<In> {
+    for (auto& e : in)
+      if (keep(e)) ctx.emit(e);
+  }
+};
+
+template <class In, class Out, class F>
+struct FlatMapStage {
+  F f;
+  void handle_events(std::span<In> in, Context<Out>& ctx) {
+    for (auto& e : in)
+      ctx.emit_all(f(std::move(e)));
+  }
+  void handle_events(std::span<const In> in,
+                     Context<Out>& ctx) requires std::invocable<F&, const In&> {
+    for (auto& e : in)
+      ctx.emit_all(f(e));
+  }
+};
+
+template <class In, class F>
+struct ForEachStage {
+  F f;
+  void handle_events(std::span<In> in, Context<void>&) {
+    for (auto& e : in)
+      f(std::move(e));
+  }
+  void handle_events(std::span<const In> in,
+                     Context<void>&) requires std::invocable<F&, const In&> {
+    for (auto& e : in)
+      f(e);
+  }
+};
+
+}  // namespace detail
+
+/// Makes a source that emits the elements of `range` in order, exactly as demand asks
+/// (GenStage's from_enumerable), then finishes. The range is kept (moved in) by the graph; every
+/// run iterates it from the start.
+template <std::ranges::forward_range R>
+auto from_range(R&& range) {
+  using Stored = std::remove_cvref_t<R>;
+  return detail::RangeSource<Stored>{std::make_shared<Stored>(std::forward<R>(range)), {}};
+}
+
+/// Makes a source from a callable returning std::optional<T>: each call gives the next event;
+/// an empty optional ends the stream. Each run (and each instance) gets its own copy of `f`.
+template <class F>
+requires requires(F& f) {
+  f().has_value();
+}
+auto from_generator(F f) {
+  using Out = typename std::invoke_result_t<F&>::value_type;
+  return detail::GeneratorSource<Out, F>{std::move(f)};
+}
+
+/// A graph under construction: declare sources, then chain stages from them. Nothing runs until
+/// compile() (validation, all problems at once) and run().
+class Graph {
+ public:
+  Graph() : data_(std::make_shared<detail::GraphData>()) {}
+
+  /// A source from sluice::from_range or sluice::from_generator.
+  template <class Src>
+  requires requires { Src::single_instance; }
+  auto source(std::string name, Src src, StageOptions options = {})
+      -> Stage<void, typename Src::Out>;
+  /// A source written as a class with GenStage's callbacks: `handle_demand(n, Context<Out>&)`,
+  /// optionally handle_info, handle_cancel, handle_subscribe, handle_discarded.
+  template <class Out, class Handler>
+  Stage<void, Out> source(std::string name, Handler handler, StageOptions options = {});
+
+  /// Validates the whole graph and prepares it to run. Throws option_error listing every
+  /// problem, one per line, each naming the stage and the option.
+  CompiledGraph compile() const;
+
+  /// compile() then run().
+  Run run(RunOptions options = {}) const;
+
+  /// The topology as Graphviz DOT: stages (kind, instances, dispatcher) and subscriptions (their
+  /// options).
+  std::string to_dot() const;
+
+ private:
+  template <class In, class Out>
+  friend class Stage;
+
+  template <class In, class Out, class Handler>
+  std::size_t add(std::string name, StageKind kind, std::string what, Handler handler,
+                  StageOptions options);
+
+  std::shared_ptr<detail::GraphData> data_;
+};
+
+/// A declared stage: consumes `In` (void for a source), emits `Out` (void for a sink). Chain the
+/// next stage from it; connecting a stage that takes another type does not compile.
+template <class In, class Out>
+class Stage {
+ public:
+  using input_type = In;
+  using output_type = Out;
+
+  /// `f(Out) -> R` for each event (R may be Out).
+  template <class F>
+  requires(!std::is_void_v<Out>) auto map(std::string name, F f, StageOptions options = {}) {
+    using R = std::remove_cvref_t<std::invoke_result_t<F&, Out&&>>;
+    static_assert(!std::is_void_v<R>, "map: the function must return the new event");
+    return chain<R>(std::move(name), StageKind::producer_consumer, "map",
+                    detail::MapStage<Out, R, F>{std::move(f)}, std::move(options));
+  }
+
+  /// Keeps the events `keep(const Out&)` returns true for.
+  template <class F>
+  requires(!std::is_void_v<Out>) && std::predicate<F&, const Out&> Stage<Out, Out> filter(
+                                        std::string name, F keep, StageOptions options = {}) {
+    return chain<Out>(std::move(name), StageKind::producer_consumer, "filter",
+                      detail::FilterStage<Out, F>{std::move(keep)}, std::move(options));
+  }
+
+  /// `f(Out) -> range`: emits every element of the returned range.
+  template <class F>
+  requires(!std::is_void_v<Out>) auto flat_map(std::string name, F f, StageOptions options = {}) {
+    using Range = std::invoke_result_t<F&, Out&&>;
+    using R = std::remove_cvref_t<std::ranges::range_value_t<Range>>;
+    return chain<R>(std::move(name), StageKind::producer_consumer, "flat_map",
+                    detail::FlatMapStage<Out, R, F>{std::move(f)}, std::move(options));
+  }
+
+  /// A producer_consumer written as a class: `handle_events(std::span<Out>, Context<Next>&)`
+  /// and optionally GenStage's other callbacks.
+  template <class Next, class Handler>
+  requires(!std::is_void_v<Out>) Stage<Out, Next> then(std::string name, Handler handler,
+                                                       StageOptions options = {}) {
+    return chain<Next>(std::move(name), StageKind::producer_consumer, "class", std::move(handler),
+                       std::move(options));
+  }
+
+  /// A sink calling `f(event)` for each event.
+  template <class F>
+  requires(!std::is_void_v<Out>) Stage<Out, void> for_each(std::string name, F f,
+                                                           StageOptions options = {}) {
+    return chain<void>(std::move(name), StageKind::consumer, "for_each",
+                       detail::ForEachStage<Out, F>{std::move(f)}, std::move(options));
+  }
+
+  /// A sink appending every event to `out` (one instance; `out` must outlive the runs).
+  template <class Container>
+  requires(!std::is_void_v<Out>) Stage<Out, void> collect(std::string name, Container& out,
+                                                          StageOptions options = {}) {
+    auto push = [c = &out](Out&& e) { c->push_back(std::move(e)); };
+    auto s = chain<void>(std::move(name), StageKind::consumer, "collect",
+                         detail::ForEachStage<Out, decltype(push)>{push}, std::move(options));
+    auto& node = graph_->nodes[s.id()];
+    if (node.options.instances != 1)
+      node.problems.push_back("stage '" + node.name +
+                              "': option instances must be 1 for collect (one container), got: " +
+                              std::to_string(node.options.instances));
+    return s;
+  }
+
+  /// A sink written as a class: `handle_events(std::span<Out>, Context<void>&)`.
+  template <class Handler>
+  requires(!std::is_void_v<Out>) Stage<Out, void> to(std::string name, Handler handler,
+                                                     StageOptions options = {}) {
+    return chain<void>(std::move(name), StageKind::consumer, "class", std::move(handler),
+                       std::move(options));
+  }
+
+  /// This stage's events go to every stage chained from it, at the pace of the slowest
+  /// (BroadcastDispatcher; a subscription may select events with StageOptions::selector).
+  Stage& broadcast() requires(!std::is_void_v<Out>) {
+    set_dispatcher("broadcast", broadcast_dispatcher<Out>());
+    return *this;
+  }
+
+  /// This stage's events are split by `hash(Out&)` into `partitions` (PartitionDispatcher); the
+  /// stage chained from it takes partition i in its instance i.
+  template <class Hash>
+  requires(!std::is_void_v<Out>) Stage& partition(Partitions partitions, Hash hash,
+                                                  PartitionDispatcherOptions options = {}) {
+    set_dispatcher("partition",
+                   partition_dispatcher<Out>(std::move(partitions), std::move(hash), options));
+    return *this;
+  }
+  /// Same, with the default hash (std::hash<Out>).
+  Stage& partition(Partitions partitions,
+                   PartitionDispatcherOptions options = {}) requires(!std::is_void_v<Out>) {
+    set_dispatcher("partition", partition_dispatcher<Out>(std::move(partitions), options));
+    return *this;
+  }
+
+  /// Fan-in: this stage also consumes `producer`'s events.
+  template <class PIn, class POut>
+  Stage& subscribe(const Stage<PIn, POut>& producer, StageOptions options = {}) {
+    static_assert(!std::is_void_v<In>, "a source cannot subscribe to another stage");
+    static_assert(!std::is_void_v<POut>, "the stage subscribed to is a sink: it emits nothing");
+    static_assert(std::is_same_v<POut, In>,
+                  "event types differ: this stage's input type must be the producer's output "
+                  "type");
+    link<In>(producer.id(), id_, options.subscription());
+    return *this;
+  }
+
+  std::size_t id() const noexcept { return id_; }
+  const std::string& name() const { return graph_->nodes[id_].name; }
+
+ private:
+  friend class Graph;
+  template <class I, class O>
+  friend class Stage;
+  Stage(std::shared_ptr<detail::GraphData> g, std::size_t id) : graph_(std::move(g)), id_(id) {}
+
+  template <class Next, class Handler>
+  Stage<Out, Next> chain(std::string name, StageKind kind, std::string what, Handler handler,
+                         StageOptions options) {
+    Graph g;
+    g.data_ = graph_;
+    const auto sub = options.subscription();
+    const auto id = g.template add<Out, Next, Handler>(std::move(name), kind, std::move(what),
+                                                       std::move(handler), std::move(options));
+    link<Out>(id_, id, sub);
+    return Stage<Out, Next>(graph_, id);
+  }
+
+  /// A subscription carrying `Event`s (the Stage types have checked both ends).
+  template <class Event>
+  void link(std::size_t producer, std::size_t consumer, SubscriptionOptions options) {
+    detail::GraphLink l;
+    l.producer = producer;
+    l.consumer = consumer;
+    l.options = std::move(options);
+    l.subscribe = [](Engine& e, std::size_t c, std::size_t p, const SubscriptionOptions& o) {
+      e.subscribe_by_id<Event>(c, p, o);
+    };
+    graph_->links.push_back(std::move(l));
+  }
+
+  template <class Factory>
+  void set_dispatcher(std::string name, Factory f) {
+    auto& node = graph_->nodes[id_];
+    node.dispatcher = std::move(name);
+    node.dispatcher_factory = DispatcherFactory<Out>(std::move(f));
+  }
+
+  std::shared_ptr<detail::GraphData> graph_;
+  std::size_t id_;
+};
+
+/// A validated graph, ready to run (any number of times; each run starts from fresh copies of
+/// the stages' handlers).
+class CompiledGraph {
+ public:
+  Run run(RunOptions options = {}) const { return engine_->start(std::move(options)); }
+  std::string to_dot() const { return dot_; }
+
+ private:
+  friend class Graph;
+  CompiledGraph(std::shared_ptr<const Engine> engine, std::string dot)
+      : engine_(std::move(engine)), dot_(std::move(dot)) {}
+  std::shared_ptr<const Engine> engine_;
+  std::string dot_;
+};
+
+// ---- Graph, out of line
+// ---------------------------------------------------------------------------
+
+template <class In, class Out, class Handler>
+std::size_t Graph::add(std::string name, StageKind kind, std::string what, Handler handler,
+                       StageOptions options) {
+  detail::GraphNode n;
+  n.name = std::move(name);
+  n.kind = kind;
+  n.what = std::move(what);
+  n.options = std::move(options);
+  if constexpr (!std::is_void_v<Out>)
+    n.dispatcher_factory = DispatcherFactory<Out>(demand_dispatcher<Out>());
+  if (kind == StageKind::consumer) {
+    if (n.options.buffer_size)
+      n.problems.push_back("stage '" + n.name + "': option buffer_size: a sink has no output");
+    if (n.options.demand_mode != DemandMode::forward)
+      n.problems.push_back("stage '" + n.name +
+                           "': option demand_mode: only sources have a demand mode");
+  }
+  if (kind == StageKind::producer && n.options.selector.has_value())
+    n.problems.push_back("stage '" + n.name + "': option selector: a source subscribes to nothing");
+  n.declare = [h = std::move(handler)](Engine& e, const detail::GraphNode& node) -> std::size_t {
+    const auto instances = node.options.instances;
+    if constexpr (std::is_void_v<In>) {
+      return e
+          .producer<Out>(node.name, h,
+                         std::any_cast<DispatcherFactory<Out>>(node.dispatcher_factory),
+                         node.options.producer(), instances)
+          .id();
+    } else if constexpr (std::is_void_v<Out>) {
+      return e.consumer<In>(node.name, h, instances).id();
+    } else {
+      return e
+          .producer_consumer<In, Out>(
+              node.name, h, std::any_cast<DispatcherFactory<Out>>(node.dispatcher_factory),
+              node.options.producer(), instances)
+          .id();
+    }
+  };
+  data_->nodes.push_back(std::move(n));
+  return data_->nodes.size() - 1;
+}
+
+template <class Src>
+requires requires {
+  Src::single_instance;
+}
+auto Graph::source(std::string name, Src src, StageOptions options)
+    -> Stage<void, typename Src::Out> {
+  using Out = typename Src::Out;
+  const auto instances = options.instances;
+  const auto id = add<void, Out>(std::move(name), StageKind::producer, Src::what, std::move(src),
+                                 std::move(options));
+  auto& node = data_->nodes[id];
+  if (Src::single_instance && instances != 1)
+    node.problems.push_back("stage '" + node.name +
+                            "': option instances must be 1 for a range source (each instance "
+                            "would emit the whole range), got: " +
+                            std::to_string(instances));
+  return Stage<void, Out>(data_, id);
+}
+
+template <class Out, class Handler>
+Stage<void, Out> Graph::source(std::string name, Handler handler, StageOptions options) {
+  return Stage<void, Out>(data_,
+                          add<void, Out>(std::move(name), StageKind::producer, "source (class)",
+                                         std::move(handler), std::move(options)));
+}
+
+inline CompiledGraph Graph::compile() const {
+  auto engine = std::make_shared<Engine>();
+  std::vector<std::string> problems;
+  std::vector<std::string> troubled;  // stages already reported (their topology follows)
+  auto report = [&](const std::string& stage, std::string problem) {
+    problems.push_back(std::move(problem));
+    troubled.push_back(stage);
+  };
+  const auto& nodes = data_->nodes;
+  std::vector<std::optional<std::size_t>> ids(nodes.size());
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    for (auto& p : nodes[i].problems)
+      report(nodes[i].name, p);
+    try {
+      ids[i] = nodes[i].declare(*engine, nodes[i]);
+    } catch (const option_error& e) {
+      report(nodes[i].name, e.what());
+    }
+  }
+  for (auto& l : data_->links) {
+    if (!ids[l.producer] || !ids[l.consumer]) continue;
+    try {
+      l.subscribe(*engine, *ids[l.consumer], *ids[l.producer], l.options);
+    } catch (const option_error& e) {
+      report(nodes[l.consumer].name, e.what());
+      troubled.push_back(nodes[l.producer].name);
+    }
+  }
+  for (auto& p : engine->problems()) {
+    bool follows = false;  // "no subscription" after a refused subscription says nothing new
+    for (auto& t : troubled)
+      follows = follows || p.starts_with("stage '" + t + "': a ");
+    if (!follows) problems.push_back(p);
+  }
+  if (!problems.empty()) {
+    std::string all;
+    for (auto& p : problems)
+      all += (all.empty() ? "" : "\n") + p;
+    throw option_error(all);
+  }
+  return CompiledGraph(std::move(engine), to_dot());
+}
+
+inline Run Graph::run(RunOptions options) const {
+  return compile().run(std::move(options));
+}
+
+inline std::string Graph::to_dot() const {
+  auto escaped = [](const std::string& s) {  // for inside a DOT string
+    std::string q;
+    for (char c : s) {
+      if (c == '"' || c == '\\') q += '\\';
+      q += c;
+    }
+    return q;
+  };
+  static constexpr const char* kinds[] = {"source", "stage", "sink"};
+  std::string dot = "digraph sluice {\n  rankdir=LR;\n  node [shape=box];\n";
+  for (auto& n : data_->nodes) {
+    std::string label = escaped(n.name) + "\\n" + n.what;  // DOT's \n: a line break
+    if (n.options.instances != 1) label += " x" + std::to_string(n.options.instances);
+    if (n.kind != StageKind::consumer) label += "\\ndispatcher: " + n.dispatcher;
+    dot += "  \"" + escaped(n.name) + "\" [label=\"" + label +
+           "\", kind=" + kinds[static_cast<int>(n.kind)] + "];\n";
+  }
+  for (auto& l : data_->links) {
+    const auto& o = l.options;
+    std::string label = "max_demand=" + std::to_string(o.max_demand) +
+                        " min_demand=" + std::to_string(o.effective_min_demand());
+    if (o.cancel != CancelMode::permanent)
+      label += o.cancel == CancelMode::transient ? " cancel=transient" : " cancel=temporary";
+    if (o.demand == DemandControl::manual) label += " demand=manual";
+    if (o.partition) label += " partition=" + escaped(o.partition->to_string());
+    if (o.selector.has_value()) label += " selector";
+    dot += "  \"" + escaped(data_->nodes[l.producer].name) + "\" -> \"" +
+           escaped(data_->nodes[l.consumer].name) + "\" [label=\"" + label + "\"];\n";
+  }
+  return dot + "}\n";
+}
+
+}  // namespace sluice
