@@ -3,6 +3,8 @@
 #include <any>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <ranges>
 #include <span>
 #include <string_view>
@@ -45,9 +47,22 @@ namespace detail {
 template <class Out>
 using Staged = EmitBuffer<std::conditional_t<std::is_void_v<Out>, char, Out>>;
 
-/// The non-typed operations a stage callback may ask of its cell. Owner thread only.
+class CellControl;
+
+/// Where a Waker posts: the cell while it exists, null after (under the mutex). The mutex is
+/// taken only by Waker::wake and by the cell's destruction, never on the event path.
+struct WakeTarget {
+  std::mutex mutex;
+  CellControl* cell = nullptr;
+};
+
+/// The non-typed operations a stage callback may ask of its cell. Owner thread only, except
+/// post_message (any thread).
 class CellControl {
  public:
+  /// Any thread: queues `message` for handle_info and schedules the cell.
+  virtual void post_message(std::any message) = 0;
+  virtual std::shared_ptr<WakeTarget> wake_target() = 0;
   virtual std::string_view name() const noexcept = 0;
   virtual std::size_t instance() const noexcept = 0;
   virtual void post_info(std::any message) = 0;
@@ -63,6 +78,25 @@ class CellControl {
   ~CellControl() = default;
 };
 }  // namespace detail
+
+/// Lets code outside the stage (an application thread, a callback of another library) deliver a
+/// message to the stage's handle_info: what a push source uses to be woken when events arrive.
+/// Copyable; a no-op once the run is gone.
+class Waker {
+ public:
+  Waker() = default;
+  explicit Waker(std::shared_ptr<detail::WakeTarget> t) : target_(std::move(t)) {}
+  /// Any thread; takes a mutex only against the stage's destruction; does not wait for the
+  /// stage.
+  void wake(std::any message = {}) const {
+    if (!target_) return;
+    std::lock_guard lock(target_->mutex);
+    if (target_->cell != nullptr) target_->cell->post_message(std::move(message));
+  }
+
+ private:
+  std::shared_ptr<detail::WakeTarget> target_;
+};
 
 /// What a stage callback may do. Passed to every callback; valid only during that call.
 /// Owner stage only (the thread running the callback); never blocks; emit appends to a buffer
@@ -105,6 +139,8 @@ class Context {
   }
   /// Events in the output buffer (GenStage estimate_buffered_count/1).
   std::size_t buffered_count() const { return cell_->buffered_count(); }
+  /// A handle that wakes this stage (its handle_info) from any thread.
+  Waker waker() { return Waker(cell_->wake_target()); }
   std::string_view name() const noexcept { return cell_->name(); }
   std::size_t instance() const noexcept { return cell_->instance(); }
 

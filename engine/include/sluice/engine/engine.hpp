@@ -77,25 +77,53 @@ class Run {
       core_->wait_done();
       tbb_->wait_for_tasks();
     }
+    for (auto& c : core_->cells())
+      c->close_waker();
+    if (tbb_) tbb_->wait_for_tasks();  // a wake that came in before the wakers closed
   }
 
   /// Blocks until every stage has finished, then rethrows the first stage failure (a
   /// stage_error naming the stage). Any thread but a stage's; blocks without spinning.
   void wait() {
-    if (manual_) {
-      manual_->run_until_idle();
-      if (!core_->done())
-        throw std::logic_error("sluice: manual run is idle but not finished (it waits for input)");
-    } else {
-      core_->wait_done();
-      tbb_->wait_for_tasks();
-    }
+    settle_down();
+    if (manual_ && !core_->done())
+      throw std::logic_error("sluice: manual run is idle but not finished (it waits for input)");
     if (auto e = core_->error()) std::rethrow_exception(e);
   }
 
   /// Asks every stage to stop soon; events in flight are discarded and counted as lost.
-  /// Any thread; does not block.
-  void cancel() { core_->request_cancel(); }
+  /// Any thread, a stage's included; does not block.
+  void request_cancel() { core_->request_cancel(); }
+
+  /// What cancel() found when the run had stopped.
+  struct CancelReport {
+    std::uint64_t undelivered = 0;  ///< emitted and never handed to a consumer
+    std::uint64_t dropped = 0;      ///< discarded by full buffers and queues before the cancel
+    Metrics metrics;
+  };
+
+  /// Stops every stage soon and waits until they have: events in flight are discarded and
+  /// reported. Does not rethrow stage failures (wait() does). Any thread but a stage's.
+  CancelReport cancel() {
+    core_->request_cancel();
+    settle_down();
+    CancelReport r;
+    r.metrics = metrics();
+    r.undelivered = r.metrics.undelivered();
+    for (auto& s : r.metrics.stages)
+      r.dropped += s.dropped;
+    return r;
+  }
+
+  /// Stops the sources (handle_demand is no longer called; events they hold are still
+  /// dispatched), lets everything in flight reach the consumers, and waits for the run to end;
+  /// then rethrows the first stage failure, like wait(). Any thread but a stage's.
+  void drain() {
+    for (auto& c : core_->cells())
+      if (c->kind() == StageKind::producer)
+        c->post_external({detail::ExternalCommand::Kind::drain, std::any{}});
+    wait();
+  }
 
   /// True once every stage has finished. Any thread.
   bool done() const noexcept { return core_->done(); }
@@ -145,6 +173,16 @@ class Run {
   std::unique_ptr<detail::RunCore> core_;
   std::vector<EdgeInfo> edges_;
   std::vector<std::vector<std::uint32_t>> stage_cells_;
+
+  /// Until every stage has finished (manual mode: until nothing is runnable).
+  void settle_down() {
+    if (manual_) {
+      manual_->run_until_idle();
+    } else {
+      core_->wait_done();
+      tbb_->wait_for_tasks();
+    }
+  }
 
   detail::CellBase& cell(std::size_t stage, std::size_t instance) {
     if (stage >= stage_cells_.size() || instance >= stage_cells_[stage].size())

@@ -19,6 +19,7 @@
 #include <sluice/dispatchers/demand.hpp>
 #include <sluice/dispatchers/partition.hpp>
 #include <sluice/engine/engine.hpp>
+#include <sluice/graph/push.hpp>
 
 namespace sluice {
 
@@ -210,6 +211,13 @@ class Graph {
   template <class Out, class Handler>
   Stage<void, Out> source(std::string name, Handler handler, StageOptions options = {});
 
+  /// A source fed by application threads through the returned handle: push blocks while
+  /// `capacity` events wait (back-pressure), close() ends the stream. One run at a time.
+  template <class T>
+  std::pair<PushHandle<T>, Stage<void, T>> push_source(std::string name,
+                                                       std::ptrdiff_t capacity = 1000,
+                                                       StageOptions options = {});
+
   /// Validates the whole graph and prepares it to run. Throws option_error listing every
   /// problem, one per line, each naming the stage and the option.
   CompiledGraph compile() const;
@@ -296,6 +304,20 @@ class Stage {
                               "': option instances must be 1 for collect (one container), got: " +
                               std::to_string(node.options.instances));
     return s;
+  }
+
+  /// A sink the application reads from: `for (auto& e : stage.stream("out"))` after run().
+  /// At most `capacity` events wait for the reader; the reader's pace is the graph's demand.
+  /// One run at a time.
+  PullStream<Out> stream(std::string name,
+                         std::int64_t capacity = 1000) requires(!std::is_void_v<Out>) {
+    auto state = std::make_shared<detail::StreamState<Out>>(capacity);
+    StageOptions o;
+    o.max_demand = capacity;
+    o.demand = DemandControl::manual;
+    chain<void>(std::move(name), StageKind::consumer, "stream", detail::StreamSink<Out>{state},
+                std::move(o));
+    return PullStream<Out>(state);
   }
 
   /// A sink written as a class: `handle_events(std::span<Out>, Context<void>&)`.
@@ -469,6 +491,25 @@ Stage<void, Out> Graph::source(std::string name, Handler handler, StageOptions o
   return Stage<void, Out>(data_,
                           add<void, Out>(std::move(name), StageKind::producer, "source (class)",
                                          std::move(handler), std::move(options)));
+}
+
+template <class T>
+std::pair<PushHandle<T>, Stage<void, T>> Graph::push_source(std::string name,
+                                                            std::ptrdiff_t capacity,
+                                                            StageOptions options) {
+  auto state = std::make_shared<detail::PushState<T>>(capacity < 1 ? 1 : capacity);
+  const auto instances = options.instances;
+  const auto id = add<void, T>(std::move(name), StageKind::producer, "source (push)",
+                               detail::PushSource<T>{state}, std::move(options));
+  auto& node = data_->nodes[id];
+  if (capacity < 1)
+    node.problems.push_back("stage '" + node.name + "': option capacity must be at least 1, got: " +
+                            std::to_string(capacity));
+  if (instances != 1)
+    node.problems.push_back(
+        "stage '" + node.name +
+        "': option instances must be 1 for a push source, got: " + std::to_string(instances));
+  return {PushHandle<T>(state), Stage<void, T>(data_, id)};
 }
 
 inline CompiledGraph Graph::compile() const {

@@ -418,6 +418,9 @@ class Cell final : public CellBase,
         case ExternalCommand::Kind::demand_mode:
           set_demand_mode(cmd.mode);
           break;
+        case ExternalCommand::Kind::drain:
+          begin_drain();
+          break;
       }
       settle();
     }
@@ -652,7 +655,7 @@ class Cell final : public CellBase,
         pc_counter_ += k;
       } else if (mode_ == DemandMode::accumulate) {
         acc_.push_back({true, k});
-      } else {
+      } else if (!draining_) {
         invoke([&] {
           auto ctx = context();
           handler_.handle_demand(static_cast<std::size_t>(k), ctx);
@@ -818,6 +821,17 @@ class Cell final : public CellBase,
         }
         settle();
       }
+    }
+  }
+
+  /// Run::drain on a producer: no more handle_demand; held events are released (forward mode);
+  /// the stage finishes once everything it emitted has been dispatched.
+  void begin_drain() {
+    if constexpr (has_out && !has_in) {
+      if (draining_) return;
+      draining_ = true;
+      if (mode_ == DemandMode::accumulate) set_demand_mode(DemandMode::forward);
+      finish();
     }
   }
 
@@ -1054,6 +1068,7 @@ class Cell final : public CellBase,
   BlockPool<OutEvent>* pool_ = nullptr;  // shared batches (broadcast); closed, not deleted
   static constexpr std::uint64_t busy_sample_every = 8;
   std::uint64_t quanta_ = 0;
+  bool draining_ = false;  // producers: Run::drain asked; handle_demand is no longer called
 
   std::vector<InSub> in_;
   std::size_t open_in_ = 0;

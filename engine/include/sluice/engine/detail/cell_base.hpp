@@ -46,6 +46,7 @@ struct ExternalCommand {
     message,      // to handle_info now (GenStage: a plain message / cast)
     info,         // to handle_info after the events buffered now (GenStage async_info/2)
     demand_mode,  // GenStage demand/2
+    drain,        // a source stops producing and finishes after what it emitted (Run::drain)
   };
   Kind kind = Kind::info;
   std::any message;
@@ -68,6 +69,27 @@ class CellBase : public Schedulable, public CellControl {
   void post_external(ExternalCommand command) {
     external_.enqueue(std::move(command));
     run_.notify(index_);
+  }
+
+  void post_message(std::any message) override {
+    post_external({ExternalCommand::Kind::message, std::move(message)});
+  }
+
+  /// Owner thread (a callback's ctx.waker()).
+  std::shared_ptr<WakeTarget> wake_target() override {
+    if (!wake_target_) {
+      wake_target_ = std::make_shared<WakeTarget>();
+      std::lock_guard lock(wake_target_->mutex);
+      wake_target_->cell = this;
+    }
+    return wake_target_;
+  }
+
+  /// Wakers stop reaching this cell (the run is ending). Any thread, once the cell is idle.
+  void close_waker() {
+    if (!wake_target_) return;
+    std::lock_guard lock(wake_target_->mutex);
+    wake_target_->cell = nullptr;
   }
 
   /// Any thread: the latest published figures.
@@ -121,6 +143,7 @@ class CellBase : public Schedulable, public CellControl {
   std::atomic<bool> finished_{false};
   Reason stop_reason_;  // written once, before finished_
   MpmcQueue<ExternalCommand> external_{8};
+  std::shared_ptr<WakeTarget> wake_target_;  // made by the owner thread, read at the run's end
 };
 
 inline void RunCore::notify(std::uint32_t cell) {

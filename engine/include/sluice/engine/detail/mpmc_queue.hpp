@@ -14,8 +14,11 @@
 
 namespace sluice::detail {
 
-/// Lock-free multi-producer queue. Used for control messages that reach a cell from threads
-/// outside the engine (infos, demand-mode changes); never on the event path.
+using MpmcProducerToken = moodycamel::ProducerToken;
+
+/// Lock-free multi-producer queue. Used where threads outside the engine meet it: control
+/// messages to a cell (infos, demand-mode changes), a push source's input and a stream's output
+/// (the application's edges); never between two cells.
 template <class T>
 using MpmcQueue = moodycamel::ConcurrentQueue<T>;
 

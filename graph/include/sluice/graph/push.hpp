@@ -1,0 +1,309 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <semaphore>
+#include <span>
+#include <stdexcept>
+#include <thread>
+#include <utility>
+
+#include <sluice/engine/context.hpp>
+#include <sluice/engine/detail/mpmc_queue.hpp>
+#include <sluice/engine/options.hpp>
+
+namespace sluice {
+
+/// Thrown by PushHandle::push after close().
+class closed_error : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
+
+namespace detail {
+
+/// What a push source and the application threads share: a bounded multi-producer queue.
+///
+/// Synchronization
+///   slots_  : a counting semaphore of free places; push acquires one (blocking: the
+///             application's edge), the source releases one per event it takes.
+///   queue_  : moodycamel's lock-free MPMC queue (its own release/acquire per element).
+///   hungry_ : the source sets it (seq_cst) when it owes demand and found the queue empty, then
+///             looks again; a pusher enqueues, then exchanges it (seq_cst) and wakes the source
+///             if it was set. A seq_cst fence on each side after the first step orders it before
+///             the second, so one of them sees the other's write: no event waits unseen.
+///   closed_ : seq_cst; close() sets it, then wakes the source the same way.
+template <class T>
+class PushState {
+ public:
+  explicit PushState(std::ptrdiff_t capacity) : slots_(capacity), capacity_(capacity) {}
+
+  // ---- application threads --------------------------------------------------------------------
+  void push(T&& e) {
+    check_open();
+    slots_.acquire();
+    enqueue(std::move(e));
+  }
+  bool try_push(T&& e) {
+    check_open();
+    if (!slots_.try_acquire()) return false;
+    enqueue(std::move(e));
+    return true;
+  }
+  template <class Rep, class Period>
+  bool push_for(T&& e, std::chrono::duration<Rep, Period> timeout) {
+    check_open();
+    if (!slots_.try_acquire_for(timeout)) return false;
+    enqueue(std::move(e));
+    return true;
+  }
+  void close() {
+    closed_.store(true);
+    wake_if_hungry();
+  }
+
+  // ---- the source's cell ----------------------------------------------------------------------
+  /// Emits up to `n` queued events; returns how many.
+  std::size_t take(std::size_t n, Context<T>& ctx) {
+    std::size_t got = 0;
+    T e;
+    while (got < n && queue_.try_dequeue(e)) {
+      ctx.emit(std::move(e));
+      ++got;
+    }
+    if (got > 0) slots_.release(static_cast<std::ptrdiff_t>(got));
+    return got;
+  }
+  /// The source owes demand and found nothing: arm the wake-up, then look once more. Returns
+  /// true if something arrived meanwhile (the caller takes it now).
+  bool arm() {
+    hungry_.store(true);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with enqueue's fence
+    if (queue_.size_approx() > 0 || closed_.load()) {
+      hungry_.store(false);
+      return true;
+    }
+    return false;
+  }
+  bool closed_and_empty() const { return closed_.load() && queue_.size_approx() == 0; }
+  void set_waker(Waker w) { waker_ = std::move(w); }
+
+ private:
+  void check_open() const {
+    if (closed_.load()) throw closed_error("sluice: push after close()");
+  }
+  void enqueue(T&& e) {
+    queue_.enqueue(std::move(e));
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with arm's fence
+    wake_if_hungry();
+  }
+  void wake_if_hungry() {
+    if (hungry_.exchange(false)) waker_.wake();
+  }
+
+  std::counting_semaphore<> slots_;
+  const std::ptrdiff_t capacity_;
+  MpmcQueue<T> queue_;
+  std::atomic<bool> hungry_{false};
+  std::atomic<bool> closed_{false};
+  Waker waker_;  // set before the first wake can be needed (see PushSource)
+};
+
+/// The source stage behind Graph::push_source.
+template <class T>
+struct PushSource {
+  std::shared_ptr<PushState<T>> state;
+  std::size_t owed = 0;  // demand not served yet
+
+  void handle_subscribe(const SubscribeInfo&, Context<T>& ctx) { state->set_waker(ctx.waker()); }
+  void handle_demand(std::size_t n, Context<T>& ctx) {
+    owed += n;
+    serve(ctx);
+  }
+  void handle_info(std::any&, Context<T>& ctx) { serve(ctx); }
+
+  void serve(Context<T>& ctx) {
+    for (;;) {
+      owed -= state->take(owed, ctx);
+      if (state->closed_and_empty()) {
+        ctx.finish();
+        return;
+      }
+      if (owed == 0 || !state->arm()) return;
+    }
+  }
+};
+
+}  // namespace detail
+
+/// Feeds a graph from application threads (any number at once). Copies share the same stream.
+template <class T>
+class PushHandle {
+ public:
+  /// Blocks while `capacity` events are waiting to be taken (back-pressure). Throws
+  /// closed_error after close().
+  void push(T event) { state_->push(std::move(event)); }
+  /// Does not block: false (the event is dropped by the caller's copy) if the stream is full.
+  bool try_push(T event) { return state_->try_push(std::move(event)); }
+  /// Blocks at most `timeout`; false if the stream stayed full.
+  template <class Rep, class Period>
+  bool push_for(T event, std::chrono::duration<Rep, Period> timeout) {
+    return state_->push_for(std::move(event), timeout);
+  }
+  /// Ends the stream: the source finishes once the events pushed before have been emitted.
+  void close() { state_->close(); }
+
+ private:
+  friend class Graph;
+  explicit PushHandle(std::shared_ptr<detail::PushState<T>> s) : state_(std::move(s)) {}
+  std::shared_ptr<detail::PushState<T>> state_;
+};
+
+}  // namespace sluice
+
+namespace sluice {
+
+namespace detail {
+
+/// What a stream sink and the reading application thread share.
+///
+/// Synchronization
+///   queue_     : moodycamel's lock-free queue (release/acquire per element), sink -> reader.
+///   ready_     : a counting semaphore: one release per event queued, plus one at the end; the
+///                reader blocks on it (the application's edge).
+///   consumed_  : events the reader has taken (seq_cst); the sink asks that many again.
+///   done_      : set (seq_cst) by the sink when no event will follow.
+///   stop_      : set (seq_cst) by the reader when it stops early; the sink then cancels.
+template <class T>
+class StreamState {
+ public:
+  explicit StreamState(std::int64_t capacity) : capacity_(capacity) {}
+
+  // ---- the reading thread ------------------------------------------------------------------
+  /// The next event, or nullopt at the end. Blocks while nothing is ready.
+  std::optional<T> next() {
+    if (finished_) return std::nullopt;
+    ready_.acquire();
+    T e;
+    while (!queue_.try_dequeue(e)) {
+      // The end's permit (released after the last event's) or, in theory, a transient miss.
+      if (done_.load() && queue_.size_approx() == 0) {
+        finished_ = true;
+        return std::nullopt;
+      }
+      std::this_thread::yield();
+    }
+    consumed_.fetch_add(1);
+    if (++since_wake_ >= capacity_ / 2 + 1) {  // ask again in batches, not per event
+      since_wake_ = 0;
+      waker_.wake();
+    }
+    return e;
+  }
+  void stop() {
+    if (stopped_.exchange(true)) return;
+    waker_.wake();
+  }
+
+  // ---- the sink's cell ---------------------------------------------------------------------
+  void put(std::span<T> events) {
+    for (auto& e : events)  // one token: the sink's cell moves between threads, order holds
+      queue_.enqueue(token_, std::move(e));
+    ready_.release(static_cast<std::ptrdiff_t>(events.size()));
+  }
+  void end() {
+    if (!done_.exchange(true)) ready_.release();
+  }
+  std::int64_t take_consumed() { return consumed_.exchange(0); }
+  bool stopped() const { return stopped_.load(); }
+  std::int64_t capacity() const { return capacity_; }
+  void set_waker(Waker w) { waker_ = std::move(w); }
+
+ private:
+  const std::int64_t capacity_;
+  MpmcQueue<T> queue_;
+  MpmcProducerToken token_{queue_};  // the sink's (one thread at a time)
+  std::counting_semaphore<> ready_{0};
+  std::atomic<std::int64_t> consumed_{0};
+  std::atomic<bool> done_{false};
+  std::atomic<bool> stopped_{false};
+  Waker waker_;
+  // reader-only
+  bool finished_ = false;
+  std::int64_t since_wake_ = 0;
+};
+
+/// The sink behind Stage::stream: asks by hand for what the reader has room for.
+template <class T>
+struct StreamSink {
+  std::shared_ptr<StreamState<T>> state;
+  SubscriptionId sub = 0;
+
+  void handle_subscribe(const SubscribeInfo& s, Context<void>& ctx) {
+    sub = s.subscription;
+    state->set_waker(ctx.waker());
+    ctx.ask(sub, state->capacity());
+  }
+  void handle_events(std::span<T> events, Context<void>&) { state->put(events); }
+  void handle_info(std::any&, Context<void>& ctx) {
+    if (state->stopped()) {
+      ctx.cancel(sub, Reason::shutdown());
+      return;
+    }
+    if (const auto n = state->take_consumed(); n > 0) ctx.ask(sub, n);
+  }
+  void handle_cancel(const CancelInfo&, Context<void>&) { state->end(); }
+};
+
+}  // namespace detail
+
+/// A graph's output read by an application thread: `for (auto& e : stream)` or next(). At most
+/// `capacity` events wait for the reader (bounded prefetch). Destroying it, or stop(), before
+/// the end cancels the subscription: the producers upstream stop.
+template <class T>
+class PullStream {
+ public:
+  PullStream(PullStream&&) noexcept = default;
+  PullStream& operator=(PullStream&&) noexcept = default;
+  ~PullStream() {
+    if (state_) state_->stop();
+  }
+
+  /// The next event; nullopt once the stream has ended. Blocks while none is ready.
+  std::optional<T> next() { return state_->next(); }
+  /// Stops reading: the stream's subscription is cancelled.
+  void stop() { state_->stop(); }
+
+  class iterator {
+   public:
+    using value_type = T;
+    using difference_type = std::ptrdiff_t;
+    iterator() = default;
+    explicit iterator(PullStream* s) : s_(s) { ++*this; }
+    T& operator*() { return *current_; }
+    iterator& operator++() {
+      current_ = s_->next();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(std::default_sentinel_t) const { return !current_.has_value(); }
+
+   private:
+    PullStream* s_ = nullptr;
+    std::optional<T> current_;
+  };
+  iterator begin() { return iterator(this); }
+  std::default_sentinel_t end() { return {}; }
+
+ private:
+  template <class I, class O>
+  friend class Stage;
+  explicit PullStream(std::shared_ptr<detail::StreamState<T>> s) : state_(std::move(s)) {}
+  std::shared_ptr<detail::StreamState<T>> state_;
+};
+
+}  // namespace sluice
