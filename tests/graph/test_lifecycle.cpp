@@ -152,3 +152,30 @@ TEST_CASE("stopping a stream early cancels it cleanly: the run ends" * doctest::
     CHECK(s.finished);
 }
 }  // TEST_SUITE("graph.lifecycle")
+
+TEST_SUITE("graph.lifecycle") {
+TEST_CASE("drain on a push source: what was pushed is delivered, later pushes are refused") {
+  sluice::Graph g;
+  auto [in, source] = g.push_source<int>("in", 100);
+  std::vector<int> seen;
+  source.collect("out", seen);
+  for (int i = 0; i < 50; ++i)
+    in.push(i);
+  auto run = g.run();
+  run.drain();
+  CHECK(seen.size() == 50);
+  CHECK(std::is_sorted(seen.begin(), seen.end()));
+  CHECK_THROWS_AS(in.push(50), sluice::closed_error);
+  CHECK(run.metrics().undelivered() == 0);
+}
+}  // TEST_SUITE("graph.lifecycle")
+
+TEST_SUITE("graph.lifecycle") {
+TEST_CASE("a stream stopped before its run has started still ends the run") {
+  sluice::Graph g;
+  auto out = g.source("endless", endless()).stream("out", 8);
+  out.stop();
+  auto run = g.run();
+  CHECK_NOTHROW(run.wait());
+}
+}  // TEST_SUITE("graph.lifecycle")

@@ -116,8 +116,10 @@ class Run {
   }
 
   /// Stops the sources (handle_demand is no longer called; events they hold are still
-  /// dispatched), lets everything in flight reach the consumers, and waits for the run to end;
-  /// then rethrows the first stage failure, like wait(). Any thread but a stage's.
+  /// dispatched; a source with `handle_drain(ctx)` ends its own way, as a push source, which
+  /// closes its stream and delivers what was pushed), lets everything in flight reach the
+  /// consumers, and waits for the run to end; then rethrows the first stage failure, like
+  /// wait(). Any thread but a stage's.
   void drain() {
     for (auto& c : core_->cells())
       if (c->kind() == StageKind::producer)

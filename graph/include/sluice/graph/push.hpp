@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <semaphore>
 #include <span>
@@ -25,6 +26,24 @@ class closed_error : public std::logic_error {
 };
 
 namespace detail {
+
+/// A Waker set by a stage's thread and used by application threads: a mutex (the application's
+/// edge, taken once per wake-up, never per event) makes the hand-over safe whichever comes first.
+class SharedWaker {
+ public:
+  void set(Waker w) {
+    std::lock_guard lock(mutex_);
+    waker_ = std::move(w);
+  }
+  void wake() {
+    std::lock_guard lock(mutex_);
+    waker_.wake();
+  }
+
+ private:
+  std::mutex mutex_;
+  Waker waker_;
+};
 
 /// What a push source and the application threads share: a bounded multi-producer queue.
 ///
@@ -90,7 +109,7 @@ class PushState {
     return false;
   }
   bool closed_and_empty() const { return closed_.load() && queue_.size_approx() == 0; }
-  void set_waker(Waker w) { waker_ = std::move(w); }
+  void set_waker(Waker w) { waker_.set(std::move(w)); }
 
  private:
   void check_open() const {
@@ -110,7 +129,7 @@ class PushState {
   MpmcQueue<T> queue_;
   std::atomic<bool> hungry_{false};
   std::atomic<bool> closed_{false};
-  Waker waker_;  // set before the first wake can be needed (see PushSource)
+  SharedWaker waker_;
 };
 
 /// The source stage behind Graph::push_source.
@@ -125,6 +144,11 @@ struct PushSource {
     serve(ctx);
   }
   void handle_info(std::any&, Context<T>& ctx) { serve(ctx); }
+  /// Run::drain: no more pushes; what was pushed is still delivered, then the source finishes.
+  void handle_drain(Context<T>& ctx) {
+    state->close();
+    serve(ctx);
+  }
 
   void serve(Context<T>& ctx) {
     for (;;) {
@@ -221,7 +245,7 @@ class StreamState {
   std::int64_t take_consumed() { return consumed_.exchange(0); }
   bool stopped() const { return stopped_.load(); }
   std::int64_t capacity() const { return capacity_; }
-  void set_waker(Waker w) { waker_ = std::move(w); }
+  void set_waker(Waker w) { waker_.set(std::move(w)); }
 
  private:
   const std::int64_t capacity_;
@@ -231,7 +255,7 @@ class StreamState {
   std::atomic<std::int64_t> consumed_{0};
   std::atomic<bool> done_{false};
   std::atomic<bool> stopped_{false};
-  Waker waker_;
+  SharedWaker waker_;
   // reader-only
   bool finished_ = false;
   std::int64_t since_wake_ = 0;
@@ -246,6 +270,10 @@ struct StreamSink {
   void handle_subscribe(const SubscribeInfo& s, Context<void>& ctx) {
     sub = s.subscription;
     state->set_waker(ctx.waker());
+    if (state->stopped()) {  // the reader gave up before the run reached this stage
+      ctx.cancel(sub, Reason::shutdown());
+      return;
+    }
     ctx.ask(sub, state->capacity());
   }
   void handle_events(std::span<T> events, Context<void>&) { state->put(events); }

@@ -59,6 +59,10 @@ concept HasHandleSubscribe = requires(H& h, const SubscribeInfo& i, Context<Out>
   h.handle_subscribe(i, c);
 };
 template <class H, class Out>
+concept HasHandleDrain = requires(H& h, Context<Out>& c) {
+  h.handle_drain(c);
+};
+template <class H, class Out>
 concept HasHandleDiscarded = requires(H& h, std::span<Out> s) {
   { h.handle_discarded(s) } -> std::convertible_to<bool>;
 };
@@ -826,12 +830,21 @@ class Cell final : public CellBase,
 
   /// Run::drain on a producer: no more handle_demand; held events are released (forward mode);
   /// the stage finishes once everything it emitted has been dispatched.
+  /// A source with handle_drain(ctx) decides itself how to end (a push source delivers what
+  /// was pushed, then finishes).
   void begin_drain() {
     if constexpr (has_out && !has_in) {
       if (draining_) return;
-      draining_ = true;
       if (mode_ == DemandMode::accumulate) set_demand_mode(DemandMode::forward);
-      finish();
+      if constexpr (HasHandleDrain<Handler, Out>) {
+        invoke([&] {
+          auto ctx = context();
+          handler_.handle_drain(ctx);
+        });
+      } else {
+        draining_ = true;
+        finish();
+      }
     }
   }
 
