@@ -11,6 +11,7 @@
 #include <span>
 #include <stdexcept>
 #include <thread>
+#include <type_traits>
 #include <utility>
 
 #include <sluice/engine/context.hpp>
@@ -58,6 +59,9 @@ class SharedWaker {
 ///   closed_ : seq_cst; close() sets it, then wakes the source the same way.
 template <class T>
 class PushState {
+  static_assert(std::is_default_constructible_v<T> && std::is_move_assignable_v<T>,
+                "a push source needs a default-constructible, move-assignable event type");
+
  public:
   explicit PushState(std::ptrdiff_t capacity) : slots_(capacity), capacity_(capacity) {}
 
@@ -204,6 +208,9 @@ namespace detail {
 ///   stop_      : set (seq_cst) by the reader when it stops early; the sink then cancels.
 template <class T>
 class StreamState {
+  static_assert(std::is_default_constructible_v<T> && std::is_move_assignable_v<T>,
+                "a stream needs a default-constructible, move-assignable event type");
+
  public:
   explicit StreamState(std::int64_t capacity) : capacity_(capacity) {}
 
