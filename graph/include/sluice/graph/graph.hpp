@@ -532,7 +532,11 @@ inline CompiledGraph Graph::compile() const {
     }
   }
   for (auto& l : data_->links) {
-    if (!ids[l.producer] || !ids[l.consumer]) continue;
+    if (!ids[l.producer] || !ids[l.consumer]) {  // a stage that failed: its links say no more
+      troubled.push_back(nodes[l.producer].name);
+      troubled.push_back(nodes[l.consumer].name);
+      continue;
+    }
     try {
       l.subscribe(*engine, *ids[l.consumer], *ids[l.producer], l.options);
     } catch (const option_error& e) {
