@@ -137,7 +137,7 @@ class BlockPool {
     b->next_ = free_.load(std::memory_order_relaxed);  // re-read by the failing CAS
     // Release pairs with take()'s acquire exchange: the events' destruction happens before reuse.
     while (!free_.compare_exchange_weak(b->next_, b, std::memory_order_release,
-                                        std::memory_order_relaxed)) {
+                                        std::memory_order_relaxed)) {  // failure: retry only
     }
     if (closed_.load()) free_list(free_.exchange(nullptr));
     unref();
