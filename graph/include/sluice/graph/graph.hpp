@@ -232,6 +232,7 @@ class Graph {
  private:
   template <class In, class Out>
   friend class Stage;
+  explicit Graph(std::shared_ptr<detail::GraphData> data) : data_(std::move(data)) {}
 
   template <class In, class Out, class Handler>
   std::size_t add(std::string name, StageKind kind, std::string what, Handler handler,
@@ -375,8 +376,7 @@ class Stage {
   template <class Next, class Handler>
   Stage<Out, Next> chain(std::string name, StageKind kind, std::string what, Handler handler,
                          StageOptions options) {
-    Graph g;
-    g.data_ = graph_;
+    Graph g(graph_);
     const auto sub = options.subscription();
     const auto id = g.template add<Out, Next, Handler>(std::move(name), kind, std::move(what),
                                                        std::move(handler), std::move(options));
