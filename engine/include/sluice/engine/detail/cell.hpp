@@ -659,7 +659,9 @@ class Cell final : public CellBase,
         pc_counter_ += k;
       } else if (mode_ == DemandMode::accumulate) {
         acc_.push_back({true, k});
-      } else if (!draining_) {
+      } else {
+        if (draining_) [[unlikely]]
+          return;
         invoke([&] {
           auto ctx = context();
           handler_.handle_demand(static_cast<std::size_t>(k), ctx);
