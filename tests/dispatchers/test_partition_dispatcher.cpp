@@ -274,8 +274,9 @@ TEST_CASE("errors on subscribe") {
   {
     D d(2, phash2(2));
     CHECK(d.subscribe(sub(0, 0), out) == 0);
+    // GenStage raises here (the producer crashes); a refusal ends only the newcomer.
     CHECK_THROWS_WITH_AS(d.subscribe(sub(1, 0), out), "option partition 0 is already taken",
-                         sluice::option_error);
+                         sluice::subscription_refused);
   }
   for (auto bad : {Partition(-1), Partition(2), Partition("oops")}) {
     D d(2, phash2(2));
@@ -364,13 +365,19 @@ TEST_CASE("validation before running: missing, unknown and taken partitions, no 
   a.partition = 0;
   b.partition = 0;
   std::vector<sluice::SubscriberInfo> subs{{0, "c#0", a, 0}, {1, "c#1", b, 1}, {2, "c#2", none, 2}};
-  CHECK(d.validate_subscribers(subs) ==
+  CHECK(d.validate_subscribers(subs, false) ==
         std::vector<std::string>{
             "consumer 'c#1': option partition 0 is already taken by 'c#0'",
             "consumer 'c#2': option partition is required when subscribing to a partition "
             "dispatcher (it has 3 partitions: 0, 1, 2)",
             "partition 1 has no subscriber (its events would only be dropped)",
             "partition 2 has no subscriber (its events would only be dropped)"});
+  // A dynamic producer may get its missing subscribers while running: conflicts only.
+  CHECK(d.validate_subscribers(subs, true) ==
+        std::vector<std::string>{
+            "consumer 'c#1': option partition 0 is already taken by 'c#0'",
+            "consumer 'c#2': option partition is required when subscribing to a partition "
+            "dispatcher (it has 3 partitions: 0, 1, 2)"});
   CHECK(d.default_partition(2) == std::optional<Partition>(2));
   CHECK_FALSE(d.default_partition(3).has_value());
   sluice::SubscriptionOptions s;

@@ -114,7 +114,8 @@ TEST_CASE("a topology that cannot run: every problem at once") {
   (void)p;
   (void)c;
   CHECK_THROWS_WITH_AS(e.start(manual()),
-                       "stage 'lonely_producer': a producer with no subscriber\n"
+                       "stage 'lonely_producer': a producer with no subscriber (make it dynamic to "
+                       "attach consumers while it runs)\n"
                        "stage 'lonely_consumer': a consumer with no subscription\n"
                        "the subscriptions form a cycle through stage 'a'",
                        option_error);

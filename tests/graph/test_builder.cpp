@@ -197,7 +197,8 @@ TEST_CASE("compile() reports every problem at once, naming stage and option") {
       "stage 'two': option instances must be 1 for collect (one container), got: 2\n"
       "stage 'bad' subscribing to 'numbers': option max_demand must be equal to or greater "
       "than 1, got: 0\n"
-      "stage 'lonely': a producer with no subscriber\n"
+      "stage 'lonely': a producer with no subscriber (make it dynamic to attach consumers "
+      "while it runs)\n"
       "stage 'parts': partition 2 has no subscriber (its events would only be dropped)",
       sluice::option_error);
 }

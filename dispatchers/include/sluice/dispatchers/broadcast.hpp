@@ -51,7 +51,7 @@ class BroadcastDispatcher final : public Dispatcher<Event> {
     for (auto& e : entries_)
       if (e.consumer == s.consumer) {
         std::string message(1, '\'');  // built by appends: GCC 12's -Wrestrict misfires on
-        message += s.consumer;          // "literal" + std::string&& at -O3 (GCC bug 105329)
+        message += s.consumer;         // "literal" + std::string&& at -O3 (GCC bug 105329)
         message += "' is already registered. This subscription has been discarded.";
         out.log(LogLevel::error, message);
         throw subscription_refused("already subscribed");

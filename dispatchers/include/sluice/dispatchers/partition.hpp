@@ -120,8 +120,8 @@ class PartitionDispatcher final : public Dispatcher<Event> {
     slot_of_subscription(s);
   }
 
-  std::vector<std::string> validate_subscribers(
-      std::span<const SubscriberInfo> subscribers) const override {
+  std::vector<std::string> validate_subscribers(std::span<const SubscriberInfo> subscribers,
+                                                bool more_may_attach) const override {
     std::vector<std::string> problems;
     std::vector<std::string> owner(parts_.size());
     for (auto& s : subscribers) {
@@ -139,7 +139,7 @@ class PartitionDispatcher final : public Dispatcher<Event> {
       else
         owner[slot] = std::string(s.consumer);
     }
-    for (std::size_t i = 0; i < owner.size(); ++i)
+    for (std::size_t i = 0; i < owner.size() && !more_may_attach; ++i)
       if (owner[i].empty())
         problems.push_back("partition " + partitions_[i].to_string() +
                            " has no subscriber (its events would only be dropped)");
@@ -158,8 +158,9 @@ class PartitionDispatcher final : public Dispatcher<Event> {
   std::size_t subscribe(const SubscriberInfo& s, Outbox<Event>&) override {
     const auto slot = slot_of_subscription(s);
     auto& p = parts_[slot];
-    if (p.subscriber)
-      throw option_error("option partition " + partitions_[slot].to_string() + " is already taken");
+    if (p.subscriber)  // GenStage raises (the producer crashes); here only the newcomer is refused
+      throw subscription_refused("option partition " + partitions_[slot].to_string() +
+                                 " is already taken");
     p.subscriber = s.id;
     slot_of_[s.id] = slot;
     return 0;

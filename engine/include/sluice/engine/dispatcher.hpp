@@ -122,10 +122,12 @@ class DispatcherBase {
     if (subscriber.options.selector.has_value())
       throw option_error("option selector: only a broadcast dispatcher selects events");
   }
-  /// Checks the whole set of subscribers one producer instance will have, before the run
-  /// starts; returns every problem found (each a line naming the consumer and the option).
+  /// Checks the whole set of subscribers one producer instance will have when the run starts;
+  /// returns every problem found (each a line naming the consumer and the option).
+  /// `more_may_attach`: the producer is dynamic (ProducerOptions::dynamic), so consumers may
+  /// still attach while it runs; a missing subscriber is then not a problem.
   virtual std::vector<std::string> validate_subscribers(
-      std::span<const SubscriberInfo> /*subscribers*/) const {
+      std::span<const SubscriberInfo> /*subscribers*/, bool /*more_may_attach*/) const {
     return {};
   }
   /// The partition a subscription without a `partition` option takes: consumer instance i

@@ -1,11 +1,15 @@
 #pragma once
 
 #include <any>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <iostream>
 #include <memory>
+#include <mutex>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -59,9 +63,108 @@ class StageRef {
 
  private:
   friend class Engine;
+  friend class Run;
   explicit StageRef(std::size_t id) : id_(id) {}
   std::size_t id_ = SIZE_MAX;
 };
+
+namespace detail {
+
+inline std::string instance_name(const std::string& stage, std::size_t instances, std::size_t i) {
+  return instances == 1 ? stage : stage + "#" + std::to_string(i);
+}
+
+/// The options of one edge: with a partition dispatcher, consumer instance i takes the i-th
+/// partition unless the subscription names one.
+inline SubscriptionOptions edge_options(SubscriptionOptions o, const DispatcherBase& probe,
+                                        std::size_t consumer_instance) {
+  if (!o.partition) o.partition = probe.default_partition(consumer_instance);
+  return o;
+}
+
+/// Every check of one subscription that does not need the rest of the graph: the options'
+/// ranges, the selector's type, a sharing dispatcher's const events, the dispatcher's own
+/// validate() for each consumer instance. Throws option_error naming both stages.
+template <class Event>
+void check_subscription(const std::string& consumer, std::size_t consumer_instances,
+                        bool takes_const_events, const std::string& producer,
+                        const DispatcherBase& probe, const SubscriptionOptions& o) {
+  const std::string where = "stage '" + consumer + "' subscribing to '" + producer + "': ";
+  if (o.max_demand < 1)
+    throw option_error(where + "option max_demand must be equal to or greater than 1, got: " +
+                       std::to_string(o.max_demand));
+  if (o.max_demand > (std::int64_t{1} << 30))
+    throw option_error(
+        where + "option max_demand must be at most 2^30, got: " + std::to_string(o.max_demand));
+  if (o.min_demand && *o.min_demand < 0)
+    throw option_error(where + "option min_demand must be equal to or greater than 0, got: " +
+                       std::to_string(*o.min_demand));
+  if (o.min_demand && *o.min_demand >= o.max_demand)
+    throw option_error(where + "option min_demand must be equal to or less than " +
+                       std::to_string(o.max_demand - 1) +
+                       ", got: " + std::to_string(*o.min_demand));
+  if (o.selector.has_value() && o.selector.type() != typeid(Selector<Event>))
+    throw option_error(where +
+                       "option selector must be made with sluice::selector<Event>(predicate) for "
+                       "this producer's event type");
+  if (probe.shares_events() && !takes_const_events)
+    throw option_error(where + "the " + probe.name() +
+                       " dispatcher shares each event between its consumers, so handle_events "
+                       "must take std::span<const T>");
+  for (std::size_t ci = 0; ci < consumer_instances; ++ci) {
+    const std::string cname = instance_name(consumer, consumer_instances, ci);
+    SubscriberInfo info{0, cname, edge_options(o, probe, ci), ci};
+    try {
+      probe.validate(info);
+    } catch (const option_error& e) {
+      throw option_error("stage '" + cname + "' subscribing to '" + producer + "': " + e.what());
+    }
+  }
+}
+
+/// What a run keeps of each edge: the edge itself and how to read its metrics.
+struct EdgeRecord {
+  std::shared_ptr<void> edge;
+  std::function<EdgeMetrics()> metrics;
+};
+
+/// Makes the edge between two cells and records it; the caller connects its two ends.
+template <class Event>
+Edge<Event>* make_edge(std::uint32_t producer_cell, std::uint32_t consumer_cell,
+                       const std::string& producer, const std::string& consumer,
+                       const SubscriptionOptions& eo, std::vector<EdgeRecord>& edges) {
+  auto edge = std::make_shared<Edge<Event>>(static_cast<std::size_t>(eo.max_demand), producer_cell,
+                                            consumer_cell, eo.demand == DemandControl::manual);
+  EdgeRecord r;
+  r.metrics = [e = edge.get(), producer, consumer,
+               part = eo.partition ? eo.partition->to_string() : std::string()] {
+    return EdgeMetrics{
+        producer,           consumer, e->pushed_approx(), e->consumed_approx(), e->credit_approx(),
+        e->queued_approx(), part};
+  };
+  auto* raw = edge.get();
+  r.edge = std::move(edge);
+  edges.push_back(std::move(r));
+  return raw;
+}
+
+/// A consumer calling `f(event)` for each event (Run::attach with a function; the builder's
+/// for_each). It reads an edge's own events (moved from) or a broadcast's shared batch.
+template <class In, class F>
+struct EachHandler {
+  F f;
+  void handle_events(std::span<In> in, Context<void>&) {
+    for (auto& e : in)
+      f(std::move(e));
+  }
+  void handle_events(std::span<const In> in,
+                     Context<void>&) requires std::invocable<F&, const In&> {
+    for (auto& e : in)
+      f(e);
+  }
+};
+
+}  // namespace detail
 
 class Engine;
 
@@ -77,8 +180,9 @@ class Run {
       core_->wait_done();
       tbb_->wait_for_tasks();
     }
-    for (auto& c : core_->cells())
-      c->close_waker();
+    auto& cells = core_->cells();
+    for (std::size_t i = 0; i < cells.size(); ++i)
+      cells[i].close_waker();
     if (tbb_) tbb_->wait_for_tasks();  // a wake that came in before the wakers closed
   }
 
@@ -121,9 +225,10 @@ class Run {
   /// consumers, and waits for the run to end; then rethrows the first stage failure, like
   /// wait(). Any thread but a stage's.
   void drain() {
-    for (auto& c : core_->cells())
-      if (c->kind() == StageKind::producer)
-        c->post_external({detail::ExternalCommand::Kind::drain, std::any{}});
+    auto& cells = core_->cells();
+    for (std::size_t i = 0; i < cells.size(); ++i)
+      if (cells[i].kind() == StageKind::producer)
+        cells[i].post_external({detail::ExternalCommand::Kind::drain, std::any{}});
     wait();
   }
 
@@ -156,6 +261,54 @@ class Run {
         .post_external({detail::ExternalCommand::Kind::demand_mode, std::any{}, mode});
   }
 
+  /// Attaches a new consumer stage to `producer` while the run goes on (GenStage's dynamic
+  /// subscribe, `sync_subscribe`): `name` with `instances` instances, each subscribed to every
+  /// instance of the producer with `options`. `handler` is a consumer class
+  /// (`handle_events(std::span<T>, Context<void>&)` and GenStage's other callbacks) or a function
+  /// called with each event. A broadcast's late subscriber gets the events dispatched after it
+  /// joined; a partition's takes `options.partition`.
+  ///
+  /// Returns the new stage, for detach(), send_info() and the metrics. Throws option_error
+  /// (naming the stages and the option) for an invalid subscription, and std::logic_error once
+  /// the run has ended. A producer that has already stopped ends the new subscription at once
+  /// with its reason. A dispatcher that refuses it (a partition already taken) ends it with
+  /// Reason::refused: the new stage then finishes, and its metrics say why.
+  /// Any thread but a stage's; takes the run's stage-table lock (never taken on the event path).
+  template <class P, class Handler>
+  requires requires(const P& p) {
+    typename P::output_type;
+    { p.id() } -> std::convertible_to<std::size_t>;
+  }
+  StageRef<typename P::output_type, void> attach(const P& producer, std::string name,
+                                                 Handler handler, SubscriptionOptions options = {},
+                                                 std::size_t instances = 1);
+
+  /// Cancels every subscription of `stage` with `reason` (GenStage's cancel/2 from the consumer
+  /// side) and waits until it has finished: once this returns its handler is not called again.
+  /// Events it had not handled are discarded and counted (Metrics::undelivered). Its cancel mode
+  /// does not keep it alive: with no subscription left it finishes. A producer whose last
+  /// subscriber leaves stops, unless it is `dynamic`. Works for declared and attached stages.
+  /// Any thread but a stage's.
+  template <class S>
+  requires requires(const S& s) {
+    typename S::input_type;
+    { s.id() } -> std::convertible_to<std::size_t>;
+  }
+  void detach(const S& stage, Reason reason = Reason::normal()) {
+    static_assert(!std::is_void_v<typename S::input_type>,
+                  "detach: a producer has no subscription to cancel");
+    const auto cells = cells_of(stage.id());
+    for (auto i : cells)
+      core_->cells()[i].post_external(
+          {detail::ExternalCommand::Kind::cancel_inputs, std::any(reason)});
+    if (manual_) {
+      manual_->run_until_idle();
+      return;
+    }
+    for (auto i : cells)
+      core_->cells()[i].wait_finished();
+  }
+
   /// Manual mode only: runs scheduled cells on this thread until none is runnable.
   std::size_t run_until_idle(std::size_t limit = SIZE_MAX) {
     return manual_->run_until_idle(limit);
@@ -165,16 +318,32 @@ class Run {
   friend class Engine;
   Run() = default;
 
-  struct EdgeInfo {
-    std::shared_ptr<void> edge;
-    std::function<EdgeMetrics()> metrics;
+  /// What the run knows of each stage, for lookups and attach.
+  struct StageEntry {
+    std::string name;
+    StageKind kind;
+    std::type_index out = typeid(void);
+    std::shared_ptr<const DispatcherBase> probe;  // null for consumers
+    std::vector<std::uint32_t> cells;
+  };
+  /// The stages and edges; attach() adds to them while other threads read them.
+  struct Table {
+    std::mutex mutex;  // attach, lookups and metrics; never on the event path
+    std::vector<StageEntry> stages;
+    std::vector<detail::EdgeRecord> edges;
   };
 
   std::unique_ptr<detail::TbbExecutor> tbb_;
   std::unique_ptr<detail::ManualExecutor> manual_;
   std::unique_ptr<detail::RunCore> core_;
-  std::vector<EdgeInfo> edges_;
-  std::vector<std::vector<std::uint32_t>> stage_cells_;
+  std::unique_ptr<Table> table_ = std::make_unique<Table>();
+
+  std::vector<std::uint32_t> cells_of(std::size_t stage) const {
+    std::lock_guard lock(table_->mutex);
+    if (stage >= table_->stages.size())
+      throw std::out_of_range("sluice: no such stage in this run");
+    return table_->stages[stage].cells;
+  }
 
   /// Until every stage has finished (manual mode: until nothing is runnable).
   void settle_down() {
@@ -187,9 +356,14 @@ class Run {
   }
 
   detail::CellBase& cell(std::size_t stage, std::size_t instance) {
-    if (stage >= stage_cells_.size() || instance >= stage_cells_[stage].size())
-      throw std::out_of_range("sluice: no such stage instance in this run");
-    return *core_->cells()[stage_cells_[stage][instance]];
+    std::uint32_t index = 0;
+    {
+      std::lock_guard lock(table_->mutex);
+      if (stage >= table_->stages.size() || instance >= table_->stages[stage].cells.size())
+        throw std::out_of_range("sluice: no such stage instance in this run");
+      index = table_->stages[stage].cells[instance];
+    }
+    return core_->cells()[index];
   }
 };
 
@@ -272,8 +446,6 @@ class Engine {
   template <class Event>
   void subscribe_by_id(std::size_t consumer_id, std::size_t producer_id,
                        SubscriptionOptions options) {
-    using CIn = Event;
-    using POut = Event;
     auto& c = stage(consumer_id, "subscribe");
     auto& p = stage(producer_id, "subscribe");
     if (c.kind == StageKind::producer)
@@ -284,16 +456,8 @@ class Engine {
     if (c.in != typeid(Event) || p.out != typeid(Event))
       throw option_error("stage '" + c.name + "' subscribing to '" + p.name +
                          "': event types differ");
-    check_subscription(c.name, p.name, options);
-    if (options.selector.has_value() && options.selector.type() != typeid(Selector<POut>))
-      throw option_error("stage '" + c.name + "' subscribing to '" + p.name +
-                         "': option selector must be made with sluice::selector<Event>(predicate) "
-                         "for this producer's event type");
-    if (probes_[producer_id]->shares_events() && !c.takes_const_events)
-      throw option_error("stage '" + c.name + "' subscribing to '" + p.name + "': the " +
-                         probes_[producer_id]->name() +
-                         " dispatcher shares each event between its consumers, so handle_events "
-                         "must take std::span<const T>");
+    detail::check_subscription<Event>(c.name, c.instances, c.takes_const_events, p.name,
+                                      *probes_[producer_id], options);
     for (auto& s : subs_)
       if (s.consumer == consumer_id && s.producer == producer_id)
         throw option_error("stage '" + c.name + "': already subscribed to '" + p.name + "'");
@@ -301,43 +465,24 @@ class Engine {
     s.consumer = consumer_id;
     s.producer = producer_id;
     s.options = options;
-    s.wire = [](detail::RunCore& core, std::vector<std::uint32_t> pcells,
-                std::vector<std::uint32_t> ccells, const Decl& pd, const Decl& cd,
+    s.wire = [](detail::RunCore& core, const std::vector<std::uint32_t>& pcells,
+                const std::vector<std::uint32_t>& ccells, const Decl& pd, const Decl& cd,
                 const DispatcherBase& probe, const SubscriptionOptions& o,
-                std::vector<Run::EdgeInfo>& edges) {
+                std::vector<detail::EdgeRecord>& edges) {
       for (std::size_t ci = 0; ci < ccells.size(); ++ci) {
+        const SubscriptionOptions eo = detail::edge_options(o, probe, ci);
+        const auto cname = detail::instance_name(cd.name, cd.instances, ci);
         for (std::size_t pi = 0; pi < pcells.size(); ++pi) {
-          auto edge = std::make_shared<detail::Edge<POut>>(static_cast<std::size_t>(o.max_demand),
-                                                           pcells[pi], ccells[ci],
-                                                           o.demand == DemandControl::manual);
-          auto* out = dynamic_cast<detail::OutPort<POut>*>(core.cells()[pcells[pi]].get());
-          auto* in = dynamic_cast<detail::InPort<CIn>*>(core.cells()[ccells[ci]].get());
-          const SubscriptionOptions eo = edge_options(o, probe, ci);
-          out->add_subscriber(edge.get(), instance_name(cd, ci), eo, ci);
-          in->add_subscription(edge.get(), instance_name(pd, pi), eo);
-          Run::EdgeInfo info;
-          info.metrics = [e = edge.get(), p = instance_name(pd, pi), c = instance_name(cd, ci),
-                          part = eo.partition ? eo.partition->to_string() : std::string()] {
-            return EdgeMetrics{p,
-                               c,
-                               e->pushed_approx(),
-                               e->consumed_approx(),
-                               e->credit_approx(),
-                               e->queued_approx(),
-                               part};
-          };
-          info.edge = std::move(edge);
-          edges.push_back(std::move(info));
+          const auto pname = detail::instance_name(pd.name, pd.instances, pi);
+          auto* edge = detail::make_edge<Event>(pcells[pi], ccells[ci], pname, cname, eo, edges);
+          dynamic_cast<detail::OutPort<Event>&>(core.cells()[pcells[pi]])
+              .add_subscriber(edge, cname, eo, ci);
+          dynamic_cast<detail::InPort<Event>&>(core.cells()[ccells[ci]])
+              .add_subscription(edge, pname, eo);
         }
       }
     };
     subs_.push_back(std::move(s));
-    try {
-      validate_dispatcher(producer_id, subs_.back());
-    } catch (...) {
-      subs_.pop_back();  // a refused subscription is not declared
-      throw;
-    }
   }
 
   /// Checks the topology and starts a run. Throws option_error (every problem, one per line)
@@ -358,6 +503,7 @@ class Engine {
     StageKind kind;
     std::size_t instances;
     bool takes_const_events = false;  // handle_events takes std::span<const In>
+    bool dynamic = false;             // ProducerOptions::dynamic
     std::type_index in = typeid(void), out = typeid(void);
     // Makes one cell per instance into the run.
     std::function<void(detail::RunCore&, std::vector<std::uint32_t>&)> make;
@@ -365,19 +511,12 @@ class Engine {
   struct Sub {
     std::size_t consumer, producer;
     SubscriptionOptions options;
-    std::function<void(detail::RunCore&, std::vector<std::uint32_t>, std::vector<std::uint32_t>,
-                       const Decl&, const Decl&, const DispatcherBase&, const SubscriptionOptions&,
-                       std::vector<Run::EdgeInfo>&)>
+    std::function<void(detail::RunCore&, const std::vector<std::uint32_t>&,
+                       const std::vector<std::uint32_t>&, const Decl&, const Decl&,
+                       const DispatcherBase&, const SubscriptionOptions&,
+                       std::vector<detail::EdgeRecord>&)>
         wire;
   };
-
-  /// The options of one edge: with a partition dispatcher, consumer instance i takes the i-th
-  /// partition unless the subscription names one.
-  static SubscriptionOptions edge_options(SubscriptionOptions o, const DispatcherBase& probe,
-                                          std::size_t consumer_instance) {
-    if (!o.partition) o.partition = probe.default_partition(consumer_instance);
-    return o;
-  }
 
   /// The subscribers each instance of `producer` will have, in the order the run wires them.
   std::vector<std::pair<SubscriberInfo, std::string>> subscribers_of(std::size_t producer) const {
@@ -388,17 +527,13 @@ class Engine {
       for (std::size_t ci = 0; ci < c.instances; ++ci)
         out.emplace_back(SubscriberInfo{static_cast<SubscriberId>(out.size()),
                                         {},
-                                        edge_options(s.options, *probes_[producer], ci),
+                                        detail::edge_options(s.options, *probes_[producer], ci),
                                         ci},
-                         instance_name(c, ci));
+                         detail::instance_name(c.name, c.instances, ci));
     }
     for (auto& [info, name] : out)
       info.consumer = name;  // the names no longer move
     return out;
-  }
-
-  static std::string instance_name(const Decl& d, std::size_t i) {
-    return d.instances == 1 ? d.name : d.name + "#" + std::to_string(i);
   }
 
   Decl& stage(std::size_t id, const char* what) {
@@ -425,39 +560,6 @@ class Engine {
                          "': option demand: only producers have a demand mode (accumulate)");
   }
 
-  static void check_subscription(const std::string& consumer, const std::string& producer,
-                                 const SubscriptionOptions& o) {
-    const std::string where = "stage '" + consumer + "' subscribing to '" + producer + "': ";
-    if (o.max_demand < 1)
-      throw option_error(where + "option max_demand must be equal to or greater than 1, got: " +
-                         std::to_string(o.max_demand));
-    if (o.max_demand > (std::int64_t{1} << 30))
-      throw option_error(
-          where + "option max_demand must be at most 2^30, got: " + std::to_string(o.max_demand));
-    if (o.min_demand && *o.min_demand < 0)
-      throw option_error(where + "option min_demand must be equal to or greater than 0, got: " +
-                         std::to_string(*o.min_demand));
-    if (o.min_demand && *o.min_demand >= o.max_demand)
-      throw option_error(where + "option min_demand must be equal to or less than " +
-                         std::to_string(o.max_demand - 1) +
-                         ", got: " + std::to_string(*o.min_demand));
-  }
-
-  void validate_dispatcher(std::size_t producer, const Sub& s) {
-    auto& p = decls_[producer];
-    auto& c = decls_[s.consumer];
-    for (std::size_t ci = 0; ci < c.instances; ++ci) {
-      const SubscriptionOptions eo = edge_options(s.options, *probes_[producer], ci);
-      const std::string cname = instance_name(c, ci);
-      SubscriberInfo info{0, cname, eo, ci};
-      try {
-        probes_[producer]->validate(info);
-      } catch (const option_error& e) {
-        throw option_error("stage '" + cname + "' subscribing to '" + p.name + "': " + e.what());
-      }
-    }
-  }
-
   template <class In, class Out, class Handler, class DispOut>
   std::size_t add_stage(std::string name, Handler handler, ProducerOptions options,
                         DispatcherFactory<DispOut> dispatcher, std::size_t instances,
@@ -472,15 +574,16 @@ class Engine {
       d.takes_const_events = detail::TakesConstEvents<Handler, In, Out>;
     d.in = typeid(In);
     d.out = typeid(Out);
+    d.dynamic = options.dynamic;
     d.make = [name, handler = std::move(handler), options, dispatcher, instances](
                  detail::RunCore& core, std::vector<std::uint32_t>& ids) {
       for (std::size_t i = 0; i < instances; ++i) {
         std::unique_ptr<Dispatcher<OutEvent>> disp;
         if constexpr (!std::is_void_v<Out>) disp = dispatcher();
-        const auto index = static_cast<std::uint32_t>(core.cells().size());
-        core.cells().push_back(std::make_unique<detail::Cell<In, Out, Handler>>(
-            core, instances == 1 ? name : name + "#" + std::to_string(i), i, index, handler,
-            options, std::move(disp)));
+        const auto index = core.cells().next_index();
+        core.cells().add(std::make_unique<detail::Cell<In, Out, Handler>>(
+            core, detail::instance_name(name, instances, i), i, index, handler, options,
+            std::move(disp)));
         ids.push_back(index);
       }
     };
@@ -510,11 +613,95 @@ class Engine {
 
 inline Metrics Run::metrics() const {
   Metrics m;
-  for (auto& c : core_->cells())
-    m.stages.push_back(c->metrics());
-  for (auto& e : edges_)
+  std::lock_guard lock(table_->mutex);
+  auto& cells = core_->cells();
+  for (std::size_t i = 0; i < cells.size(); ++i)
+    m.stages.push_back(cells[i].metrics());
+  for (auto& e : table_->edges)
     m.edges.push_back(e.metrics());
   return m;
+}
+
+template <class P, class Handler>
+requires requires(const P& p) {
+  typename P::output_type;
+  { p.id() } -> std::convertible_to<std::size_t>;
+}
+StageRef<typename P::output_type, void> Run::attach(const P& producer, std::string name,
+                                                    Handler handler, SubscriptionOptions options,
+                                                    std::size_t instances) {
+  using In = typename P::output_type;
+  static_assert(!std::is_void_v<In>, "attach: the stage attached to is a sink: it emits nothing");
+  constexpr bool is_class =
+      detail::HasHandleEvents<Handler, In, void> || detail::HasHandleEventsFrom<Handler, In, void>;
+  constexpr bool is_function =
+      std::invocable<Handler&, In&&> || std::invocable<Handler&, const In&>;
+  static_assert(is_class || is_function,
+                "attach: the handler must be a consumer class (handle_events(std::span<T>, "
+                "sluice::Context<void>&)) or a function taking the producer's event");
+  if constexpr (!is_class) {
+    return attach(producer, std::move(name), detail::EachHandler<In, Handler>{std::move(handler)},
+                  std::move(options), instances);
+  } else {
+    if (name.empty()) throw option_error("a stage needs a non-empty name");
+    if (instances == 0)
+      throw option_error("stage '" + name + "': option instances must be at least 1, got: 0");
+    std::lock_guard lock(table_->mutex);
+    auto& stages = table_->stages;
+    if (producer.id() >= stages.size())
+      throw option_error("attach: unknown stage (a stage of another graph?)");
+    for (auto& st : stages)
+      if (st.name == name) throw option_error("stage '" + name + "': name already used");
+    const StageEntry& p = stages[producer.id()];
+    if (p.kind == StageKind::consumer || p.out != typeid(In))
+      throw option_error("stage '" + name + "' attaching to '" + p.name +
+                         "': it does not emit this event type");
+    detail::check_subscription<In>(name, instances, detail::TakesConstEvents<Handler, In, void>,
+                                   p.name, *p.probe, options);
+    // Everything that may throw (allocation, copying the handler) comes before the cells are
+    // counted live: a live cell that never runs would keep the run from ending.
+    auto& cells = core_->cells();
+    StageEntry entry{name, StageKind::consumer, typeid(void), nullptr, {}};
+    std::vector<std::unique_ptr<detail::CellBase>> made;
+    std::vector<detail::EdgeRecord> edges;
+    std::vector<std::pair<std::uint32_t, detail::LateSubscriber<In>>> late;
+    for (std::size_t ci = 0; ci < instances; ++ci) {
+      const auto index = static_cast<std::uint32_t>(cells.next_index() + ci);
+      const auto cname = detail::instance_name(name, instances, ci);
+      auto cell = std::make_unique<detail::Cell<In, void, Handler>>(
+          *core_, cname, ci, index, handler, ProducerOptions{},
+          std::unique_ptr<Dispatcher<char>>{});
+      const SubscriptionOptions eo = detail::edge_options(options, *p.probe, ci);
+      for (std::size_t pi = 0; pi < p.cells.size(); ++pi) {
+        const auto pname = detail::instance_name(p.name, p.cells.size(), pi);
+        auto* edge = detail::make_edge<In>(p.cells[pi], index, pname, cname, eo, edges);
+        cell->add_subscription(edge, pname, eo);
+        late.emplace_back(p.cells[pi], detail::LateSubscriber<In>{edge, cname, eo, ci});
+      }
+      made.push_back(std::move(cell));
+      entry.cells.push_back(index);
+    }
+    std::vector<detail::ExternalCommand> commands;
+    for (auto& l : late)
+      commands.push_back({detail::ExternalCommand::Kind::subscribe, std::any(std::move(l.second))});
+    table_->edges.reserve(table_->edges.size() + edges.size());
+    stages.reserve(stages.size() + 1);
+    cells.reserve(made.size());
+    // Only posting the commands may still allocate (the command queue's blocks).
+    if (!core_->add_live(instances))
+      throw std::logic_error("sluice: attach '" + name + "': the run has ended");
+    for (auto& c : made)
+      cells.add(std::move(c));
+    for (auto& e : edges)
+      table_->edges.push_back(std::move(e));
+    const auto ids = entry.cells;
+    stages.push_back(std::move(entry));
+    for (std::size_t i = 0; i < late.size(); ++i)
+      cells[late[i].first].post_external(std::move(commands[i]));
+    for (auto i : ids)
+      core_->notify(i);
+    return StageRef<In, void>(stages.size() - 1);
+  }
 }
 
 inline std::vector<std::string> Engine::problems() const {
@@ -529,14 +716,16 @@ inline std::vector<std::string> Engine::problems() const {
     auto& d = decls_[i];
     if (d.kind != StageKind::producer && !has_sub[i])
       problems += "stage '" + d.name + "': a consumer with no subscription\n";
-    if (d.kind != StageKind::consumer && !has_consumer[i])
-      problems += "stage '" + d.name + "': a producer with no subscriber\n";
-    if (d.kind != StageKind::consumer && has_consumer[i]) {
+    if (d.kind != StageKind::consumer && !has_consumer[i] && !d.dynamic)
+      problems += "stage '" + d.name +
+                  "': a producer with no subscriber (make it dynamic to attach consumers while "
+                  "it runs)\n";
+    if (d.kind != StageKind::consumer && (has_consumer[i] || d.dynamic)) {
       auto subscribers = subscribers_of(i);
       std::vector<SubscriberInfo> infos;
       for (auto& [info, name] : subscribers)
         infos.push_back(info);
-      for (auto& problem : probes_[i]->validate_subscribers(infos))
+      for (auto& problem : probes_[i]->validate_subscribers(infos, d.dynamic))
         problems += "stage '" + d.name + "': " + problem + "\n";
     }
   }
@@ -603,13 +792,15 @@ inline Run Engine::start(RunOptions options) const {
     };
   run.core_ =
       std::make_unique<detail::RunCore>(*ex, std::move(logger), options.quantum, options.fail_fast);
-  std::vector<std::vector<std::uint32_t>> cells(decls_.size());
-  for (std::size_t i = 0; i < decls_.size(); ++i)
-    decls_[i].make(*run.core_, cells[i]);
+  auto& stages = run.table_->stages;
+  for (std::size_t i = 0; i < decls_.size(); ++i) {
+    auto& d = decls_[i];
+    stages.push_back({d.name, d.kind, d.out, probes_[i], {}});
+    d.make(*run.core_, stages.back().cells);
+  }
   for (auto& s : subs_)
-    s.wire(*run.core_, cells[s.producer], cells[s.consumer], decls_[s.producer], decls_[s.consumer],
-           *probes_[s.producer], s.options, run.edges_);
-  run.stage_cells_ = std::move(cells);
+    s.wire(*run.core_, stages[s.producer].cells, stages[s.consumer].cells, decls_[s.producer],
+           decls_[s.consumer], *probes_[s.producer], s.options, run.table_->edges);
   run.core_->start();
   return run;
 }

@@ -89,6 +89,10 @@ struct ProducerOptions {
   std::optional<std::int64_t> buffer_size = std::nullopt;
   BufferKeep buffer_keep = BufferKeep::last;
   DemandMode demand = DemandMode::forward;  ///< producers only
+  /// Consumers attach to it while the run goes on (Run::attach) and leave (Run::detach): it may
+  /// have no subscriber when the run starts, and it keeps running when its last subscriber
+  /// leaves (otherwise it stops then). Run::drain or Run::cancel ends it.
+  bool dynamic = false;
 };
 
 /// An invalid option or topology, found before anything runs. The message names the stage and

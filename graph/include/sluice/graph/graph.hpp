@@ -38,11 +38,15 @@ struct StageOptions {
   std::optional<std::int64_t> buffer_size = std::nullopt;
   BufferKeep buffer_keep = BufferKeep::last;
   DemandMode demand_mode = DemandMode::forward;  ///< producers only
+  /// Consumers may attach while it runs (Run::attach) and leave (Run::detach): it needs no
+  /// subscriber when the run starts and keeps running when its last one leaves, until
+  /// Run::drain or Run::cancel.
+  bool dynamic = false;
 
   SubscriptionOptions subscription() const {
     return {max_demand, min_demand, cancel, partition, demand, selector};
   }
-  ProducerOptions producer() const { return {buffer_size, buffer_keep, demand_mode}; }
+  ProducerOptions producer() const { return {buffer_size, buffer_keep, demand_mode, dynamic}; }
 };
 
 template <class In, class Out>
@@ -156,20 +160,6 @@ struct FlatMapStage {
                      Context<Out>& ctx) requires std::invocable<F&, const In&> {
     for (auto& e : in)
       ctx.emit_all(f(e));
-  }
-};
-
-template <class In, class F>
-struct ForEachStage {
-  F f;
-  void handle_events(std::span<In> in, Context<void>&) {
-    for (auto& e : in)
-      f(std::move(e));
-  }
-  void handle_events(std::span<const In> in,
-                     Context<void>&) requires std::invocable<F&, const In&> {
-    for (auto& e : in)
-      f(e);
   }
 };
 
@@ -289,7 +279,7 @@ class Stage {
   requires(!std::is_void_v<Out>) Stage<Out, void> for_each(std::string name, F f,
                                                            StageOptions options = {}) {
     return chain<void>(std::move(name), StageKind::consumer, "for_each",
-                       detail::ForEachStage<Out, F>{std::move(f)}, std::move(options));
+                       detail::EachHandler<Out, F>{std::move(f)}, std::move(options));
   }
 
   /// A sink appending every event to `out` (one instance; `out` must outlive the runs).
@@ -298,7 +288,7 @@ class Stage {
                                                           StageOptions options = {}) {
     auto push = [c = &out](Out&& e) { c->push_back(std::move(e)); };
     auto s = chain<void>(std::move(name), StageKind::consumer, "collect",
-                         detail::ForEachStage<Out, decltype(push)>{push}, std::move(options));
+                         detail::EachHandler<Out, decltype(push)>{push}, std::move(options));
     auto& node = graph_->nodes[s.id()];
     if (node.options.instances != 1)
       node.problems.push_back("stage '" + node.name +
@@ -442,6 +432,9 @@ std::size_t Graph::add(std::string name, StageKind kind, std::string what, Handl
     if (n.options.demand_mode != DemandMode::forward)
       n.problems.push_back("stage '" + n.name +
                            "': option demand_mode: only sources have a demand mode");
+    if (n.options.dynamic)
+      n.problems.push_back("stage '" + n.name +
+                           "': option dynamic: a sink has no output to attach to");
   }
   if (kind == StageKind::producer && n.options.selector.has_value())
     n.problems.push_back("stage '" + n.name + "': option selector: a source subscribes to nothing");
@@ -578,6 +571,7 @@ inline std::string Graph::to_dot() const {
     std::string label = escaped(n.name) + "\\n" + n.what;  // DOT's \n: a line break
     if (n.options.instances != 1) label += " x" + std::to_string(n.options.instances);
     if (n.kind != StageKind::consumer) label += "\\ndispatcher: " + n.dispatcher;
+    if (n.options.dynamic) label += "\\ndynamic";
     dot += "  \"" + escaped(n.name) + "\" [label=\"" + label +
            "\", kind=" + kinds[static_cast<int>(n.kind)] + "];\n";
   }

@@ -94,6 +94,7 @@ class Cell final : public CellBase,
             options.buffer_size.value_or(has_in ? infinity : default_producer_buffer_size)),
         keep_(options.buffer_keep),
         mode_(options.demand),
+        dynamic_(options.dynamic),
         dispatcher_(std::move(dispatcher)),
         outbox_(*this) {}
 
@@ -198,7 +199,10 @@ class Cell final : public CellBase,
   /// Never throws: every exception from user code (handlers, dispatchers, the logger) is caught
   /// here or in fail(), so a cell always finishes and a run never hangs.
   bool run_quantum() noexcept override {
-    if (stopped_) return false;
+    if (stopped_) {
+      end_late_subscribers();
+      return false;
+    }
     // Busy time is sampled: one quantum in busy_sample_every is timed and counted that many
     // times (two clock reads per quantum cost up to 10 % on short quanta). Every quantum is
     // timed until the first samples are in, so short runs still show their busy time.
@@ -211,6 +215,7 @@ class Cell final : public CellBase,
         do_stop(Reason::shutdown());
       } else {
         if (!started_) start();
+        if constexpr (has_out) poll_cancellations();  // before anything new is dispatched
         drain_external();
         std::size_t budget = run_.quantum();
         if constexpr (has_out) poll_outputs();
@@ -295,26 +300,9 @@ class Cell final : public CellBase,
 
   void start() {
     started_ = true;
-    if constexpr (has_out) {
-      for (SubscriberId id = 0; id < out_.size(); ++id) {
-        if constexpr (HasHandleSubscribe<Handler, Out>) {
-          SubscribeInfo si{false, 0, id, out_[id].consumer, out_[id].options};
-          invoke([&] {
-            auto ctx = context();
-            handler_.handle_subscribe(si, ctx);
-          });
-        }
-        SubscriberInfo info{id, out_[id].consumer, out_[id].options, out_[id].consumer_instance};
-        std::size_t up = 0;
-        try {
-          up = dispatcher_->subscribe(info, outbox_);
-        } catch (const subscription_refused& r) {
-          refuse(id, r.what());
-          continue;
-        }
-        demand_path(static_cast<std::int64_t>(up));
-      }
-    }
+    if constexpr (has_out)
+      for (SubscriberId id = 0; id < out_.size() && !stopped_; ++id)
+        subscribed(id);
     if constexpr (has_in) {
       for (SubscriptionId id = 0; id < in_.size(); ++id) {
         auto& s = in_[id];
@@ -327,6 +315,55 @@ class Cell final : public CellBase,
         }
         if (s.control == DemandControl::automatic)
           grant(s, s.demand.subscribe());  // GenStage asks max_demand at once on subscribe
+      }
+    }
+  }
+
+  /// Subscriber `id` joins: handle_subscribe, then the dispatcher.
+  void subscribed(SubscriberId id) {
+    if constexpr (has_out) {
+      if constexpr (HasHandleSubscribe<Handler, Out>) {
+        SubscribeInfo si{false, 0, id, out_[id].consumer, out_[id].options};
+        invoke([&] {
+          auto ctx = context();
+          handler_.handle_subscribe(si, ctx);
+        });
+        if (stopped_) return;
+      }
+      SubscriberInfo info{id, out_[id].consumer, out_[id].options, out_[id].consumer_instance};
+      std::size_t up = 0;
+      try {
+        up = dispatcher_->subscribe(info, outbox_);
+      } catch (const subscription_refused& r) {
+        refuse(id, r.what());
+        return;
+      }
+      demand_path(static_cast<std::int64_t>(up));
+    }
+  }
+
+  /// A subscriber attached while running (Run::attach).
+  void late_subscriber(std::any& request) {
+    if constexpr (has_out) {
+      auto& r = std::any_cast<LateSubscriber<OutEvent>&>(request);
+      add_subscriber(r.edge, std::move(r.consumer), r.options, r.consumer_instance);
+      if (started_) subscribed(static_cast<SubscriberId>(out_.size() - 1));  // else start() does
+    }
+  }
+
+  /// A stopped producer ends the subscriptions attached after it stopped, with its reason.
+  void end_late_subscribers() noexcept {
+    if constexpr (has_out) {
+      ExternalCommand cmd;
+      while (external_.try_dequeue(cmd)) {
+        if (cmd.kind != ExternalCommand::Kind::subscribe) continue;
+        auto& r = std::any_cast<LateSubscriber<OutEvent>&>(cmd.message);
+        try {
+          r.edge->push_end(stop_reason_);
+        } catch (...) {  // out of memory copying the reason: end it plainly
+          r.edge->push_end(Reason::shutdown());
+        }
+        run_.notify(r.edge->consumer_cell());
       }
     }
   }
@@ -424,6 +461,16 @@ class Cell final : public CellBase,
           break;
         case ExternalCommand::Kind::drain:
           begin_drain();
+          break;
+        case ExternalCommand::Kind::subscribe:
+          late_subscriber(cmd.message);
+          break;
+        case ExternalCommand::Kind::cancel_inputs:
+          if constexpr (has_in) {
+            const auto& reason = std::any_cast<const Reason&>(cmd.message);
+            for (SubscriptionId id = 0; id < in_.size(); ++id)
+              cancel(id, reason);
+          }
           break;
       }
       settle();
@@ -620,6 +667,14 @@ class Cell final : public CellBase,
     }
   }
 
+  /// Subscribers that left before this quantum began are closed before it dispatches anything,
+  /// so a quantum that starts after Run::detach has returned sends nothing to the detached stage.
+  void poll_cancellations() {
+    if constexpr (has_out)
+      for (SubscriberId id = 0; id < out_.size() && !stopped_; ++id)
+        if (out_[id].open && out_[id].edge->cancelled_by_consumer()) consumer_cancelled(id);
+  }
+
   void consumer_cancelled(SubscriberId id) {
     if constexpr (has_out) {
       auto& o = out_[id];
@@ -637,8 +692,8 @@ class Cell final : public CellBase,
       }
       demand_path(static_cast<std::int64_t>(up));
       settle();
-      // A static run has no late subscribers: a producer nobody consumes from stops.
-      if (open_out_ == 0 && !stopped_) do_stop(Reason::shutdown());
+      // A producer nobody consumes from stops, unless it waits for consumers to attach.
+      if (open_out_ == 0 && !dynamic_ && !stopped_) do_stop(Reason::shutdown());
     }
   }
 
@@ -906,7 +961,7 @@ class Cell final : public CellBase,
       --open_out_;
       o.edge->push_end(Reason::refused(why));
       run_.notify(o.edge->consumer_cell());
-      if (open_out_ == 0) stop(Reason::shutdown());  // a static run has no late subscribers
+      if (open_out_ == 0 && !dynamic_) stop(Reason::shutdown());  // see consumer_cancelled
     }
   }
 
@@ -1067,8 +1122,8 @@ class Cell final : public CellBase,
       if (open_in_ == 0) {
         if constexpr (has_out)
           finish();  // end downstream after everything emitted so far is dispatched
-        else
-          stop(Reason::normal());
+        else         // a refusal stays visible as the stop reason (Run::attach's caller reads it)
+          stop(reason.kind == Reason::Kind::refused ? reason : Reason::normal());
         settle();
       }
     }
@@ -1078,6 +1133,8 @@ class Cell final : public CellBase,
   const std::int64_t buffer_size_;
   const BufferKeep keep_;
   DemandMode mode_;
+  const bool
+      dynamic_;  // consumers attach and leave while it runs: no subscriber is no reason to stop
   std::unique_ptr<Dispatcher<OutEvent>> dispatcher_;
   OutboxImpl outbox_;
   BlockPool<OutEvent>* pool_ = nullptr;  // shared batches (broadcast); closed, not deleted

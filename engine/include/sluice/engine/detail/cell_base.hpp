@@ -40,13 +40,24 @@ class InPort {
   ~InPort() = default;
 };
 
+/// A subscriber attached while the run goes on (Run::attach): the producer's side of its edge.
+template <class Event>
+struct LateSubscriber {
+  Edge<Event>* edge = nullptr;
+  std::string consumer;
+  SubscriptionOptions options;
+  std::size_t consumer_instance = 0;
+};
+
 /// A control message from a thread outside the engine.
 struct ExternalCommand {
   enum class Kind : std::uint8_t {
-    message,      // to handle_info now (GenStage: a plain message / cast)
-    info,         // to handle_info after the events buffered now (GenStage async_info/2)
-    demand_mode,  // GenStage demand/2
-    drain,        // a source stops producing and finishes after what it emitted (Run::drain)
+    message,        // to handle_info now (GenStage: a plain message / cast)
+    info,           // to handle_info after the events buffered now (GenStage async_info/2)
+    demand_mode,    // GenStage demand/2
+    drain,          // a source stops producing and finishes after what it emitted (Run::drain)
+    subscribe,      // a producer takes a LateSubscriber<Out> (Run::attach)
+    cancel_inputs,  // a consumer cancels all its subscriptions with a Reason (Run::detach)
   };
   Kind kind = Kind::info;
   std::any message;
@@ -128,10 +139,22 @@ class CellBase : public Schedulable, public CellControl {
  protected:
   void mark_finished(const Reason& reason) {
     stop_reason_ = reason;
-    finished_.store(true, std::memory_order_release);  // pairs with the acquire in metrics()
+    finished_.store(true, std::memory_order_release);  // pairs with the acquires in metrics()
+    finished_.notify_all();                            // and wait_finished()
     run_.cell_finished();
   }
 
+ public:
+  /// Blocks until the cell has finished (Run::detach). Any thread but the cell's own.
+  void wait_finished() const {
+    while (!finished_.load(std::memory_order_acquire))   // pairs with mark_finished
+      finished_.wait(false, std::memory_order_acquire);  // pairs with mark_finished
+  }
+  bool finished() const noexcept {
+    return finished_.load(std::memory_order_acquire);  // pairs with mark_finished
+  }
+
+ protected:
   RunCore& run_;
   const std::string name_;
   const std::size_t instance_;
@@ -146,12 +169,27 @@ class CellBase : public Schedulable, public CellControl {
   std::shared_ptr<WakeTarget> wake_target_;  // made by the owner thread, read at the run's end
 };
 
+inline CellTable::~CellTable() {
+  const auto n = size_.load(std::memory_order_relaxed);  // the owner, after the run
+  for (std::size_t i = 0; i < n; ++i)
+    slot(i).reset();
+  for (auto& s : segments_)
+    delete[] s.load(std::memory_order_relaxed);  // the owner, after the run
+}
+
+inline void CellTable::add(std::unique_ptr<CellBase> cell) {
+  const auto i = size_.load(std::memory_order_relaxed);  // writer only
+  reserve(1);
+  slot(i) = std::move(cell);
+  size_.store(i + 1, std::memory_order_release);  // H1
+}
+
 inline void RunCore::notify(std::uint32_t cell) {
-  cells_[cell]->notify(executor_);
+  cells_[cell].notify(executor_);
 }
 inline void RunCore::notify_all() {
-  for (auto& c : cells_)
-    c->notify(executor_);
+  for (std::size_t i = 0, n = cells_.size(); i < n; ++i)
+    cells_[i].notify(executor_);
 }
 
 }  // namespace sluice::detail

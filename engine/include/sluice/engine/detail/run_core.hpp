@@ -1,6 +1,8 @@
 #pragma once
 
+#include <array>
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -18,6 +20,62 @@ namespace sluice::detail {
 using Logger = std::function<void(LogLevel, std::string_view)>;
 
 class CellBase;
+
+/// The run's cells by number. It grows while the run goes on (Run::attach) without moving a
+/// cell, so any thread may index it without a lock.
+///
+/// Synchronization
+///   Writers : one thread at a time (Engine::start, then Run::attach under the run's mutex) ->
+///             the segments and size_.
+///   H1      : a writer stores the cell (and its segment), then size_ (release); a reader that
+///             loads size_ (acquire) sees every cell below it. A reader that holds a number from
+///             an edge or a command got it through a release/acquire chain that began after the
+///             cell was stored, so it sees the cell without reading size_.
+///   Progress: wait-free reads; cells live until the table is destroyed.
+class CellTable {
+ public:
+  CellTable() = default;
+  CellTable(const CellTable&) = delete;
+  CellTable& operator=(const CellTable&) = delete;
+  inline ~CellTable();  // in cell_base.hpp, where CellBase is complete
+
+  /// The number the next cell added will have.
+  std::uint32_t next_index() const noexcept {
+    return static_cast<std::uint32_t>(size_.load(std::memory_order_relaxed));  // writer only
+  }
+  /// Writer only: appends a cell (its number is next_index()).
+  inline void add(std::unique_ptr<CellBase> cell);  // in cell_base.hpp
+  /// Writer only: makes room for `more` cells, so the next `more` add() calls do not allocate.
+  void reserve(std::size_t more) {
+    const auto n = size_.load(std::memory_order_relaxed);  // writer only
+    for (std::size_t i = n; i < n + more; ++i) {
+      const auto [k, offset] = locate(i);
+      if (segments_[k].load(std::memory_order_relaxed) == nullptr)  // writer only
+        segments_[k].store(new std::unique_ptr<CellBase>[first << k],
+                           std::memory_order_relaxed);  // published by add's release (H1)
+    }
+  }
+  /// Any thread: the cells published so far.
+  std::size_t size() const noexcept { return size_.load(std::memory_order_acquire); }  // H1
+  /// Any thread, for a number below size() or handed over as H1 says.
+  CellBase& operator[](std::size_t i) const noexcept { return *slot(i); }
+
+ private:
+  static constexpr std::size_t first = 64;  // segment k holds first << k cells
+  static constexpr std::size_t max_segments = 26;
+
+  static std::pair<std::size_t, std::size_t> locate(std::size_t i) noexcept {
+    const auto k = static_cast<std::size_t>(std::bit_width(i / first + 1) - 1);
+    return {k, i - first * ((std::size_t{1} << k) - 1)};
+  }
+  std::unique_ptr<CellBase>& slot(std::size_t i) const noexcept {
+    const auto [k, offset] = locate(i);
+    return segments_[k].load(std::memory_order_relaxed)[offset];  // ordered by H1
+  }
+
+  std::array<std::atomic<std::unique_ptr<CellBase>*>, max_segments> segments_{};
+  std::atomic<std::size_t> size_{0};
+};
 
 /// State shared by every cell of one run.
 ///
@@ -45,14 +103,26 @@ class RunCore {
     }
   }
 
-  std::vector<std::unique_ptr<CellBase>>& cells() noexcept { return cells_; }
+  CellTable& cells() noexcept { return cells_; }
   inline void notify(std::uint32_t cell);
   inline void notify_all();
 
   void start() {
     live_.store(cells_.size(), std::memory_order_relaxed);  // before any cell runs (schedule)
-    if (cells_.empty()) finish_run();
+    if (cells_.size() == 0) finish_run();
     notify_all();
+  }
+
+  /// Counts `n` more live cells (added while running), unless the run has already ended: then
+  /// returns false. Any thread.
+  bool add_live(std::size_t n) {
+    auto live = live_.load(std::memory_order_relaxed);  // the CAS below orders
+    do {
+      if (live == 0) return false;
+      // acq_rel on success: pairs with cell_finished's acq_rel (H1), the count stays one chain.
+    } while (!live_.compare_exchange_weak(live, live + n, std::memory_order_acq_rel,
+                                          std::memory_order_relaxed));  // failure: retry only
+    return true;
   }
 
   /// A cell stopped for good. Any thread; once per cell.
@@ -98,7 +168,7 @@ class RunCore {
   Logger logger_;
   const std::size_t quantum_;
   const bool fail_fast_;
-  std::vector<std::unique_ptr<CellBase>> cells_;
+  CellTable cells_;
   std::atomic<std::size_t> live_{0};
   std::atomic<bool> cancel_{false};
   std::atomic<bool> error_claimed_{false};
