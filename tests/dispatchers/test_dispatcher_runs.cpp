@@ -120,7 +120,7 @@ TEST_CASE("broadcast: selectors and different max_demand, nobody stalls" * docte
 }
 
 TEST_CASE(
-    "broadcast: a subscriber that has not asked holds the fan-out; when it asks, the "
+    "broadcast: a subscriber that has not asked holds the fan-out, when it asks, the "
     "events buffered meanwhile reach everyone, in order, and the buffer empties") {
   // The producer emits 5 events on an info, whatever the demand (like a timer would). The
   // "late" consumer asks by hand, later. GenStage 1.3.2 can strand such buffered events

@@ -88,7 +88,7 @@ TEST_CASE("the end message comes after every event and carries the reason") {
   CHECK(e.end_reason().message == "gone");
 }
 
-TEST_CASE("asks arrive one by one, in order; past the ring they are combined") {
+TEST_CASE("asks arrive one by one, in order, past the ring they are combined") {
   Edge<int> e(3, 0, 1);  // ask ring of 4
   for (int n : {1, 2, 3})
     e.grant(n);

@@ -148,7 +148,7 @@ void discarded_hook_case(bool log_discarded) {
 }
 }  // namespace
 
-TEST_CASE("calls the discarded hook with the dropped events; it can suppress the default log") {
+TEST_CASE("calls the discarded hook with the dropped events, it can suppress the default log") {
   discarded_hook_case(false);
 }
 

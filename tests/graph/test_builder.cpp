@@ -54,7 +54,7 @@ TEST_CASE("filter, flat_map and collect keep order through single instances") {
   CHECK(out == std::vector<std::string>{"2", "2", "4", "4", "6", "6"});
 }
 
-TEST_CASE("a generator source ends with an empty optional; instances each run their own") {
+TEST_CASE("a generator source ends with an empty optional, instances each run their own") {
   sluice::Graph g;
   std::atomic<std::int64_t> total{0};
   g.source("gen", sluice::from_generator([i = 0]() mutable -> std::optional<int> {

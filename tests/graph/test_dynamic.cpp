@@ -132,7 +132,7 @@ TEST_CASE("a dynamic push source: no subscriber at the start, consumers come and
 }
 
 TEST_CASE(
-    "a dynamic partition producer: one consumer attaches per partition; a taken "
+    "a dynamic partition producer: one consumer attaches per partition, a taken "
     "partition is refused without harm" *
     doctest::timeout(120)) {
   sluice::Graph g;

@@ -71,7 +71,7 @@ TEST_CASE("cancel stops an endless graph and reports what was not delivered" *
   CHECK_NOTHROW(run.wait());
 }
 
-TEST_CASE("4 application threads push 1 million events each; a slow consumer; memory bounded" *
+TEST_CASE("4 application threads push 1 million events each, a slow consumer, memory bounded" *
           doctest::timeout(600)) {
   constexpr std::int64_t per_thread = 1'000'000;
   constexpr std::ptrdiff_t capacity = 1000;
@@ -108,7 +108,7 @@ TEST_CASE("4 application threads push 1 million events each; a slow consumer; me
   CHECK(spin != 0);
 }
 
-TEST_CASE("try_push and push_for do not block past a full stream; push after close throws") {
+TEST_CASE("try_push and push_for do not block past a full stream, push after close throws") {
   sluice::Graph g;
   auto [in, source] = g.push_source<int>("in", 2);
   source.for_each("sink", [](int) {});
