@@ -274,6 +274,55 @@ TEST_CASE("attach errors name the stage and the option") {
   CHECK(run.metrics().stages.size() == 4);  // nothing was added by the refused attaches
 }
 
+TEST_CASE("a stream attached to a running broadcast: read a while, stop, the graph goes on" *
+          doctest::timeout(120)) {
+  sluice::Graph g;
+  std::atomic<I64> main_count{0};
+  auto src = g.source("numbers", endless()).broadcast();
+  src.for_each("main", [&](I64) { ++main_count; });
+  auto run = g.run();
+  wait_until(main_count, 10'000);
+  {
+    auto stream = sluice::attach_stream(run, src, "reader", 64);
+    Seen s;
+    for (auto& x : stream) {
+      s.values.push_back(x);
+      if (s.values.size() == 5000) break;
+    }
+    CHECK(s.consecutive());
+    CHECK(s.values.front() >= 10'000);
+  }  // destroyed: its subscription is cancelled
+  while (!stage(run.metrics(), "reader").finished)
+    std::this_thread::yield();
+  const auto at = main_count.load();
+  wait_until(main_count, at + 10'000);
+  run.drain();
+  CHECK(stage(run.metrics(), "reader").events_in >= 5000);
+  CHECK_THROWS_WITH_AS(sluice::attach_stream(run, src, "late", 0),
+                       "stage 'late': option capacity must be at least 1, got: 0",
+                       sluice::option_error);
+}
+
+TEST_CASE("a stream attached to a dynamic push source reads everything pushed until close") {
+  sluice::Graph g;
+  auto [in, src] = g.push_source<I64>("in", 16, {.dynamic = true});
+  auto run = g.run();
+  auto stream = sluice::attach_stream(run, src, "reader", 8);
+  std::thread pusher([&in = in] {
+    for (I64 i = 0; i < 10'000; ++i)
+      in.push(i);
+    in.close();
+  });
+  Seen s;
+  for (auto& x : stream)
+    s.values.push_back(x);
+  pusher.join();
+  run.wait();
+  REQUIRE(s.values.size() == 10'000);
+  CHECK(s.values.front() == 0);
+  CHECK(s.consecutive());
+}
+
 TEST_CASE("dynamic option errors at compile time") {
   sluice::Graph g;
   g.source("numbers", endless()).for_each("sink", [](I64) {}, {.dynamic = true});

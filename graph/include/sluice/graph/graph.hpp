@@ -413,6 +413,27 @@ class CompiledGraph {
   std::string dot_;
 };
 
+/// Reads a running producer's output from the application (GenStage's stream/2 on a running
+/// stage): attaches a sink named `name` to `producer` (Run::attach) and returns its events as a
+/// range. At most `capacity` events wait for the reader; the reader's pace is the demand.
+/// Stopping or destroying the stream detaches it; a broadcast's events are copied to it.
+/// Throws option_error for an invalid capacity or subscription, like Run::attach.
+template <class P>
+auto attach_stream(Run& run, const P& producer, std::string name, std::int64_t capacity)
+    -> PullStream<typename P::output_type> {
+  using T = typename P::output_type;
+  static_assert(!std::is_void_v<T>, "attach_stream: the stage is a sink: it emits nothing");
+  if (capacity < 1)
+    throw option_error("stage '" + name +
+                       "': option capacity must be at least 1, got: " + std::to_string(capacity));
+  auto state = std::make_shared<detail::StreamState<T>>(capacity);
+  SubscriptionOptions o;
+  o.max_demand = capacity;
+  o.demand = DemandControl::manual;
+  run.attach(producer, std::move(name), detail::StreamSink<T>{state}, o);
+  return PullStream<T>(state);
+}
+
 // ---- Graph, out of line
 // ---------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -10,6 +11,7 @@
 #include <semaphore>
 #include <span>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -246,6 +248,12 @@ class StreamState {
       queue_.enqueue(token_, std::move(e));
     ready_.release(static_cast<std::ptrdiff_t>(events.size()));
   }
+  /// A broadcast's shared batch: copied.
+  void put(std::span<const T> events) requires std::copy_constructible<T> {
+    for (auto& e : events)
+      queue_.enqueue(token_, T(e));
+    ready_.release(static_cast<std::ptrdiff_t>(events.size()));
+  }
   void end() {
     if (!done_.exchange(true)) ready_.release();
   }
@@ -284,6 +292,10 @@ struct StreamSink {
     ctx.ask(sub, state->capacity());
   }
   void handle_events(std::span<T> events, Context<void>&) { state->put(events); }
+  void handle_events(std::span<const T> events,
+                     Context<void>&) requires std::copy_constructible<T> {
+    state->put(events);
+  }
   void handle_info(std::any&, Context<void>& ctx) {
     if (state->stopped()) {
       ctx.cancel(sub, Reason::shutdown());
@@ -295,6 +307,14 @@ struct StreamSink {
 };
 
 }  // namespace detail
+
+class Run;
+template <class T>
+class PullStream;
+/// In graph.hpp (it attaches to a running graph).
+template <class P>
+auto attach_stream(Run& run, const P& producer, std::string name, std::int64_t capacity = 1000)
+    -> PullStream<typename P::output_type>;
 
 /// A graph's output read by an application thread: `for (auto& e : stream)` or next(). At most
 /// `capacity` events wait for the reader (bounded prefetch). Destroying it, or stop(), before
@@ -337,6 +357,9 @@ class PullStream {
  private:
   template <class I, class O>
   friend class Stage;
+  template <class P>
+  friend auto attach_stream(Run& run, const P& producer, std::string name, std::int64_t capacity)
+      -> PullStream<typename P::output_type>;
   explicit PullStream(std::shared_ptr<detail::StreamState<T>> s) : state_(std::move(s)) {}
   std::shared_ptr<detail::StreamState<T>> state_;
 };
