@@ -297,15 +297,15 @@ class Run {
   void detach(const S& stage, Reason reason = Reason::normal()) {
     static_assert(!std::is_void_v<typename S::input_type>,
                   "detach: a producer has no subscription to cancel");
-    const auto cells = cells_of(stage.id());
-    for (auto i : cells)
+    const auto c = cells_of(stage.id());
+    for (auto i = c.first; i < c.first + c.count; ++i)
       core_->cells()[i].post_external(
           {detail::ExternalCommand::Kind::cancel_inputs, std::any(reason)});
     if (manual_) {
       manual_->run_until_idle();
       return;
     }
-    for (auto i : cells)
+    for (auto i = c.first; i < c.first + c.count; ++i)
       core_->cells()[i].wait_finished();
   }
 
@@ -318,7 +318,11 @@ class Run {
   friend class Engine;
   Run() = default;
 
-  /// What the run knows of each stage, for lookups and attach.
+  /// A stage's cells: consecutive numbers in the cell table.
+  struct StageCells {
+    std::uint32_t first = 0, count = 0;
+  };
+  /// What attach needs to know of each stage.
   struct StageEntry {
     std::string name;
     StageKind kind;
@@ -328,9 +332,10 @@ class Run {
   };
   /// The stages and edges; attach() adds to them while other threads read them.
   struct Table {
-    std::mutex mutex;  // attach, lookups and metrics; never on the event path
+    std::mutex mutex;  // attach and metrics; never on the event path
     std::vector<StageEntry> stages;
     std::vector<detail::EdgeRecord> edges;
+    detail::StableTable<StageCells> cells;  // lock-free lookups (send_info, detach)
   };
 
   std::unique_ptr<detail::TbbExecutor> tbb_;
@@ -338,11 +343,9 @@ class Run {
   std::unique_ptr<detail::RunCore> core_;
   std::unique_ptr<Table> table_ = std::make_unique<Table>();
 
-  std::vector<std::uint32_t> cells_of(std::size_t stage) const {
-    std::lock_guard lock(table_->mutex);
-    if (stage >= table_->stages.size())
-      throw std::out_of_range("sluice: no such stage in this run");
-    return table_->stages[stage].cells;
+  StageCells cells_of(std::size_t stage) const {
+    if (stage >= table_->cells.size()) throw std::out_of_range("sluice: no such stage in this run");
+    return table_->cells[stage];
   }
 
   /// Until every stage has finished (manual mode: until nothing is runnable).
@@ -356,14 +359,9 @@ class Run {
   }
 
   detail::CellBase& cell(std::size_t stage, std::size_t instance) {
-    std::uint32_t index = 0;
-    {
-      std::lock_guard lock(table_->mutex);
-      if (stage >= table_->stages.size() || instance >= table_->stages[stage].cells.size())
-        throw std::out_of_range("sluice: no such stage instance in this run");
-      index = table_->stages[stage].cells[instance];
-    }
-    return core_->cells()[index];
+    const auto c = cells_of(stage);
+    if (instance >= c.count) throw std::out_of_range("sluice: no such stage instance in this run");
+    return core_->cells()[c.first + instance];
   }
 };
 
@@ -687,6 +685,7 @@ StageRef<typename P::output_type, void> Run::attach(const P& producer, std::stri
     table_->edges.reserve(table_->edges.size() + edges.size());
     stages.reserve(stages.size() + 1);
     cells.reserve(made.size());
+    table_->cells.reserve(1);
     // Only posting the commands may still allocate (the command queue's blocks).
     if (!core_->add_live(instances))
       throw std::logic_error("sluice: attach '" + name + "': the run has ended");
@@ -695,6 +694,7 @@ StageRef<typename P::output_type, void> Run::attach(const P& producer, std::stri
     for (auto& e : edges)
       table_->edges.push_back(std::move(e));
     const auto ids = entry.cells;
+    table_->cells.add({ids.front(), static_cast<std::uint32_t>(ids.size())});
     stages.push_back(std::move(entry));
     for (std::size_t i = 0; i < late.size(); ++i)
       cells[late[i].first].post_external(std::move(commands[i]));
@@ -797,6 +797,8 @@ inline Run Engine::start(RunOptions options) const {
     auto& d = decls_[i];
     stages.push_back({d.name, d.kind, d.out, probes_[i], {}});
     d.make(*run.core_, stages.back().cells);
+    const auto& ids = stages.back().cells;
+    run.table_->cells.add({ids.front(), static_cast<std::uint32_t>(ids.size())});
   }
   for (auto& s : subs_)
     s.wire(*run.core_, stages[s.producer].cells, stages[s.consumer].cells, decls_[s.producer],

@@ -169,21 +169,6 @@ class CellBase : public Schedulable, public CellControl {
   std::shared_ptr<WakeTarget> wake_target_;  // made by the owner thread, read at the run's end
 };
 
-inline CellTable::~CellTable() {
-  const auto n = size_.load(std::memory_order_relaxed);  // the owner, after the run
-  for (std::size_t i = 0; i < n; ++i)
-    slot(i).reset();
-  for (auto& s : segments_)
-    delete[] s.load(std::memory_order_relaxed);  // the owner, after the run
-}
-
-inline void CellTable::add(std::unique_ptr<CellBase> cell) {
-  const auto i = size_.load(std::memory_order_relaxed);  // writer only
-  reserve(1);
-  slot(i) = std::move(cell);
-  size_.store(i + 1, std::memory_order_release);  // H1
-}
-
 inline void RunCore::notify(std::uint32_t cell) {
   cells_[cell].notify(executor_);
 }

@@ -1,8 +1,6 @@
 #pragma once
 
-#include <array>
 #include <atomic>
-#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -12,6 +10,7 @@
 #include <vector>
 
 #include <sluice/engine/detail/executor.hpp>
+#include <sluice/engine/detail/stable_table.hpp>
 #include <sluice/engine/dispatcher.hpp>
 #include <sluice/engine/metrics.hpp>
 
@@ -21,60 +20,18 @@ using Logger = std::function<void(LogLevel, std::string_view)>;
 
 class CellBase;
 
-/// The run's cells by number. It grows while the run goes on (Run::attach) without moving a
-/// cell, so any thread may index it without a lock.
-///
-/// Synchronization
-///   Writers : one thread at a time (Engine::start, then Run::attach under the run's mutex) ->
-///             the segments and size_.
-///   H1      : a writer stores the cell (and its segment), then size_ (release); a reader that
-///             loads size_ (acquire) sees every cell below it. A reader that holds a number from
-///             an edge or a command got it through a release/acquire chain that began after the
-///             cell was stored, so it sees the cell without reading size_.
-///   Progress: wait-free reads; cells live until the table is destroyed.
+/// The run's cells by number (a number stays valid, and readers need no lock, while
+/// Run::attach adds cells).
 class CellTable {
  public:
-  CellTable() = default;
-  CellTable(const CellTable&) = delete;
-  CellTable& operator=(const CellTable&) = delete;
-  inline ~CellTable();  // in cell_base.hpp, where CellBase is complete
-
-  /// The number the next cell added will have.
-  std::uint32_t next_index() const noexcept {
-    return static_cast<std::uint32_t>(size_.load(std::memory_order_relaxed));  // writer only
-  }
-  /// Writer only: appends a cell (its number is next_index()).
-  inline void add(std::unique_ptr<CellBase> cell);  // in cell_base.hpp
-  /// Writer only: makes room for `more` cells, so the next `more` add() calls do not allocate.
-  void reserve(std::size_t more) {
-    const auto n = size_.load(std::memory_order_relaxed);  // writer only
-    for (std::size_t i = n; i < n + more; ++i) {
-      const auto [k, offset] = locate(i);
-      if (segments_[k].load(std::memory_order_relaxed) == nullptr)  // writer only
-        segments_[k].store(new std::unique_ptr<CellBase>[first << k],
-                           std::memory_order_relaxed);  // published by add's release (H1)
-    }
-  }
-  /// Any thread: the cells published so far.
-  std::size_t size() const noexcept { return size_.load(std::memory_order_acquire); }  // H1
-  /// Any thread, for a number below size() or handed over as H1 says.
-  CellBase& operator[](std::size_t i) const noexcept { return *slot(i); }
+  std::uint32_t next_index() const noexcept { return table_.next_index(); }
+  void reserve(std::size_t more) { table_.reserve(more); }
+  void add(std::unique_ptr<CellBase> cell) { table_.add(std::move(cell)); }
+  std::size_t size() const noexcept { return table_.size(); }
+  CellBase& operator[](std::size_t i) const noexcept { return *table_[i]; }
 
  private:
-  static constexpr std::size_t first = 64;  // segment k holds first << k cells
-  static constexpr std::size_t max_segments = 26;
-
-  static std::pair<std::size_t, std::size_t> locate(std::size_t i) noexcept {
-    const auto k = static_cast<std::size_t>(std::bit_width(i / first + 1) - 1);
-    return {k, i - first * ((std::size_t{1} << k) - 1)};
-  }
-  std::unique_ptr<CellBase>& slot(std::size_t i) const noexcept {
-    const auto [k, offset] = locate(i);
-    return segments_[k].load(std::memory_order_relaxed)[offset];  // ordered by H1
-  }
-
-  std::array<std::atomic<std::unique_ptr<CellBase>*>, max_segments> segments_{};
-  std::atomic<std::size_t> size_{0};
+  StableTable<std::unique_ptr<CellBase>> table_;  // destroyed in cell_base.hpp's context
 };
 
 /// State shared by every cell of one run.
