@@ -343,7 +343,11 @@ TEST_CASE("two application threads attach and detach consumers while a broadcast
     for (int k = 0; k < 20; ++k) {
       Seen s;
       std::atomic<I64> count{0};
-      auto ref = run.attach(src, "t" + std::to_string(thread) + "-" + std::to_string(k),
+      std::string name = "t";  // appends, not "literal" + std::string&&: GCC bug 105329
+      name += std::to_string(thread);
+      name += "-";
+      name += std::to_string(k);
+      auto ref = run.attach(src, name,
                             [&](const I64& x) {
                               s.values.push_back(x);
                               ++count;
