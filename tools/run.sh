@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# tools/run.sh [events] [max_demand] - the main job: install what is missing, build in Release,
-# run producer -> map -> filter -> sum on built-in data and print events/s.
+# tools/run.sh [sluice-bench options] - the main job: install what is missing, build in Release,
+# then run sluice-bench's short default sweep (every scenario, 2 M events, once) on built-in
+# data. Options go to sluice-bench (for example: handoff chain4 --events 20000000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install_deps.sh
 cmake --preset release >/dev/null
-cmake --build --preset release --target sluice_pipeline
-build/release/tools/sluice_pipeline "$@"
+cmake --build --preset release --target sluice_bench
+if [ $# -eq 0 ]; then set -- --quick; fi
+build/release/tools/sluice-bench "$@"
