@@ -8,6 +8,7 @@
 // events*(events-1)/2 + events*(stages-2).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -20,6 +21,16 @@
 namespace sluice_bench {
 
 inline constexpr std::size_t flow_batch = 1024;
+
+/// The user's hand-made batch: the next (up to) 1024 events of 0..events-1.
+inline std::vector<std::int64_t> next_batch(std::int64_t& next, std::int64_t events) {
+  std::vector<std::int64_t> m;
+  const auto n = std::min<std::int64_t>(static_cast<std::int64_t>(flow_batch), events - next);
+  m.reserve(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i)
+    m.push_back(next++);
+  return m;
+}
 
 /// Source → (stages - 2) serial maps (+1) → serial sum, on flow graph. `batched`: each message
 /// is a std::vector of up to 1024 events the user batched by hand.
@@ -35,12 +46,7 @@ inline std::int64_t flow_chain(std::int64_t events, int stages, bool batched) {
         fc.stop();
         return {};
       }
-      Msg m;
-      const auto n = std::min<std::int64_t>(static_cast<std::int64_t>(flow_batch), events - next);
-      m.reserve(static_cast<std::size_t>(n));
-      for (std::int64_t i = 0; i < n; ++i)
-        m.push_back(next++);
-      return m;
+      return next_batch(next, events);
     });
     std::vector<std::unique_ptr<flow::function_node<Msg, Msg>>> maps;
     for (int k = 0; k < stages - 2; ++k)
@@ -105,12 +111,7 @@ inline std::int64_t pipeline_chain(std::int64_t events, int stages, bool batched
         fc.stop();
         return {};
       }
-      Msg m;
-      const auto n = std::min<std::int64_t>(static_cast<std::int64_t>(flow_batch), events - next);
-      m.reserve(static_cast<std::size_t>(n));
-      for (std::int64_t i = 0; i < n; ++i)
-        m.push_back(next++);
-      return m;
+      return next_batch(next, events);
     });
     for (int k = 0; k < stages - 2; ++k)
       chain = chain & tbb::make_filter<Msg, Msg>(mode, [](Msg m) {
@@ -154,11 +155,7 @@ inline std::int64_t flow_fan_out(std::int64_t events, std::size_t consumers, boo
         fc.stop();
         return {};
       }
-      Msg m;
-      const auto n = std::min<std::int64_t>(static_cast<std::int64_t>(flow_batch), events - next);
-      for (std::int64_t i = 0; i < n; ++i)
-        m.push_back(next++);
-      return m;
+      return next_batch(next, events);
     });
     flow::function_node<Msg> sink(g, consumers, [&](const Msg& m) {
       std::int64_t s = 0;
@@ -199,11 +196,7 @@ inline std::int64_t flow_broadcast(std::int64_t events, std::size_t consumers, b
         fc.stop();
         return {};
       }
-      auto m = std::make_shared<std::vector<std::int64_t>>();
-      const auto n = std::min<std::int64_t>(static_cast<std::int64_t>(flow_batch), events - next);
-      for (std::int64_t i = 0; i < n; ++i)
-        m->push_back(next++);
-      return m;
+      return std::make_shared<const std::vector<std::int64_t>>(next_batch(next, events));
     });
     flow::broadcast_node<Msg> fan(g);
     std::vector<std::unique_ptr<flow::function_node<Msg>>> sinks;

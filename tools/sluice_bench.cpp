@@ -190,52 +190,48 @@ EngineRun sluice_chain(const std::string& scenario, int stages) {
           }};
 }
 
+/// A baseline: `run(params)` returns the sum its sink(s) computed, checked against
+/// `expected(params)`; the whole call is timed.
+EngineRun checked(std::string scenario, std::string engine, std::function<I64(const Params&)> run,
+                  std::function<I64(const Params&)> expected) {
+  return {engine, [=](const Params& p) {
+            I64 got = 0;
+            auto o = timed(p.events, [&] { got = run(p); });
+            if (got != expected(p)) wrong(scenario, engine, got, expected(p));
+            return o;
+          }};
+}
+
 std::vector<EngineRun> tbb_chain(const std::string& scenario, int stages) {
-  auto check = [scenario, stages](const std::string& engine, I64 events, I64 got) {
-    const I64 expected = triangle(events) + events * (stages - 2);
-    if (got != expected) wrong(scenario, engine, got, expected);
+  auto expected = [stages](const Params& p) {
+    return triangle(p.events) + p.events * (stages - 2);
   };
   std::vector<EngineRun> out;
   for (bool batched : {false, true}) {
-    const std::string fname = batched ? "tbb_flow_batch1024" : "tbb_flow";
-    const std::string pname = batched ? "tbb_pipeline_batch1024" : "tbb_pipeline";
-    out.push_back({fname, [=](const Params& p) {
-                     I64 got = 0;
-                     auto o = timed(p.events, [&] {
-                       got = sluice_bench::flow_chain(p.events, stages, batched);
-                     });
-                     check(fname, p.events, got);
-                     return o;
-                   }});
-    out.push_back({pname, [=](const Params& p) {
-                     I64 got = 0;
-                     auto o = timed(p.events, [&] {
-                       got = sluice_bench::pipeline_chain(p.events, stages, batched);
-                     });
-                     check(pname, p.events, got);
-                     return o;
-                   }});
+    out.push_back(checked(
+        scenario, batched ? "tbb_flow_batch1024" : "tbb_flow",
+        [=](const Params& p) { return sluice_bench::flow_chain(p.events, stages, batched); },
+        expected));
+    out.push_back(checked(
+        scenario, batched ? "tbb_pipeline_batch1024" : "tbb_pipeline",
+        [=](const Params& p) { return sluice_bench::pipeline_chain(p.events, stages, batched); },
+        expected));
   }
   return out;
 }
 
 std::vector<EngineRun> handoff_baselines(const std::string& scenario) {
-  return {{"ring",
-           [scenario](const Params& p) {
-             I64 got = 0;
-             auto o = timed(p.events, [&] { got = sluice_bench::ring_handoff(p.events, 256); });
-             if (got != triangle(p.events)) wrong(scenario, "ring", got, triangle(p.events));
-             return o;
-           }},
-          {"moodycamel", [scenario](const Params& p) {
-             I64 got = 0;
-             auto o = timed(p.events, [&] {
-               got = sluice_bench::moodycamel_demand_handoff(
-                   p.events, static_cast<std::size_t>(p.max_demand));
-             });
-             if (got != triangle(p.events)) wrong(scenario, "moodycamel", got, triangle(p.events));
-             return o;
-           }}};
+  auto expected = [](const Params& p) { return triangle(p.events); };
+  return {checked(
+              scenario, "ring",
+              [](const Params& p) { return sluice_bench::ring_handoff(p.events, 256); }, expected),
+          checked(
+              scenario, "moodycamel",
+              [](const Params& p) {
+                return sluice_bench::moodycamel_demand_handoff(
+                    p.events, static_cast<std::size_t>(p.max_demand));
+              },
+              expected)};
 }
 
 /// Event types of the size scenarios: the counter value plus padding, or a heap string.
@@ -323,21 +319,18 @@ EngineRun sluice_fan(const std::string& scenario, Fan fan, std::size_t n) {
 }
 
 std::vector<EngineRun> flow_fan(const std::string& scenario, Fan fan, std::size_t n) {
+  auto expected = [=](const Params& p) {
+    return triangle(p.events) * (fan == Fan::broadcast ? I64(n) : 1);
+  };
   std::vector<EngineRun> out;
-  for (bool batched : {false, true}) {
-    const std::string name = batched ? "tbb_flow_batch1024" : "tbb_flow";
-    out.push_back({name, [=](const Params& p) {
-                     I64 got = 0;
-                     auto o = timed(p.events, [&] {
-                       got = fan == Fan::broadcast
-                                 ? sluice_bench::flow_broadcast(p.events, n, batched)
-                                 : sluice_bench::flow_fan_out(p.events, n, batched);
-                     });
-                     const I64 expected = triangle(p.events) * (fan == Fan::broadcast ? I64(n) : 1);
-                     if (got != expected) wrong(scenario, name, got, expected);
-                     return o;
-                   }});
-  }
+  for (bool batched : {false, true})
+    out.push_back(checked(
+        scenario, batched ? "tbb_flow_batch1024" : "tbb_flow",
+        [=](const Params& p) {
+          return fan == Fan::broadcast ? sluice_bench::flow_broadcast(p.events, n, batched)
+                                       : sluice_bench::flow_fan_out(p.events, n, batched);
+        },
+        expected));
   return out;
 }
 
