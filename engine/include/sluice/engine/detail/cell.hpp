@@ -227,6 +227,7 @@ class Cell final : public CellBase,
     } catch (...) {
       fail(std::current_exception());
     }
+    if (stopped_) end_late_subscribers();  // commands left behind when it stopped mid-queue
     if (timed) {
       const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                           std::chrono::steady_clock::now() - t0)
@@ -361,7 +362,10 @@ class Cell final : public CellBase,
         try {
           r.edge->push_end(stop_reason_);
         } catch (...) {  // out of memory copying the reason: end it plainly
-          r.edge->push_end(Reason::shutdown());
+          try {
+            r.edge->push_end(Reason{Reason::Kind::shutdown, {}});
+          } catch (...) {  // cannot happen: an empty message allocates nothing
+          }
         }
         run_.notify(r.edge->consumer_cell());
       }
