@@ -240,6 +240,11 @@ struct Padded {
   I64 value = 0;
   std::array<char, Bytes - sizeof(I64)> pad{};
 };
+template <>
+struct Padded<8> {  // std::array<char, 0> still takes a byte: it would make this 16 bytes
+  I64 value = 0;
+};
+static_assert(sizeof(Padded<8>) == 8 && sizeof(Padded<64>) == 64 && sizeof(Padded<1024>) == 1024);
 
 template <class E>
 E make_event(I64 i) {
@@ -248,7 +253,9 @@ E make_event(I64 i) {
     s.resize(32, ' ');  // past the small-string buffer: each event owns a heap block
     return s;
   } else {
-    return E{i, {}};
+    E e;
+    e.value = i;
+    return e;
   }
 }
 template <class E>
