@@ -4,7 +4,8 @@
 // process (fork before any thread exists), so its peak RSS is its own.
 //
 //   sluice-bench [SCENARIO...] [--events N] [--max-demand N] [--instances N]
-//                [--repetitions N] [--json FILE] [--dot SCENARIO] [--list] [--quick]
+//                [--repetitions N] [--engines E1,E2] [--json FILE] [--dot SCENARIO] [--list]
+//                [--quick]
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -787,8 +788,8 @@ I64 parse_count(const std::string& option, const char* value) {
 int usage(int code) {
   std::fprintf(code == 0 ? stdout : stderr,
                "usage: sluice-bench [SCENARIO...] [--events N] [--max-demand N] [--instances N]\n"
-               "                    [--repetitions N] [--json FILE] [--dot SCENARIO] [--list]\n"
-               "                    [--quick]\n"
+               "                    [--repetitions N] [--engines E1,E2] [--json FILE]\n"
+               "                    [--dot SCENARIO] [--list] [--quick]\n"
                "  Runs the named scenarios (default: all) with Sluice and the baselines in the\n"
                "  same binary; prints events/s, peak RSS, p50/p99 latency and Sluice's ratio to\n"
                "  each baseline. --quick: 2 M events, 1 repetition (README's main job).\n");
@@ -802,6 +803,7 @@ int main(int argc, char** argv) {
     Params params;
     std::vector<std::string> names;
     std::string json, dot;
+    std::vector<std::string> engines;  // empty: all
     bool list = false;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -821,6 +823,13 @@ int main(int argc, char** argv) {
         json = value();
       } else if (a == "--dot") {
         dot = value();
+      } else if (a == "--engines") {
+        const std::string given = value();
+        for (std::size_t at = 0; at <= given.size();) {
+          const auto comma = std::min(given.find(',', at), given.size());
+          engines.push_back(given.substr(at, comma - at));
+          at = comma + 1;
+        }
       } else if (a == "--list") {
         list = true;
       } else if (a == "--quick") {
@@ -862,13 +871,26 @@ int main(int argc, char** argv) {
     if (chosen.empty())
       for (auto& s : all)
         chosen.push_back(&s);
+    auto wanted = [&](const EngineRun& e) {
+      return engines.empty() ||
+             std::find(engines.begin(), engines.end(), e.engine) != engines.end();
+    };
+    for (auto& e : engines) {
+      bool known = false;
+      for (auto& s : all)
+        for (auto& r : s.engines)
+          known = known || r.engine == e;
+      if (!known) throw std::invalid_argument("unknown engine '" + e + "' (--list shows them)");
+    }
     std::size_t total = 0, done = 0;
     for (auto* s : chosen)
-      total += s->engines.size();
+      for (auto& e : s->engines)
+        total += wanted(e) ? 1 : 0;
     const bool tty = isatty(STDERR_FILENO) != 0;
     std::vector<Measured> results;
     for (auto* s : chosen)
       for (auto& e : s->engines) {
+        if (!wanted(e)) continue;
         progress(done, total, s->name + " / " + e.engine, tty);
         results.push_back(measure(*s, e, params));
         ++done;

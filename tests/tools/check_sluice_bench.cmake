@@ -70,3 +70,12 @@ expect("rc EQUAL 2 AND at GREATER -1" "unknown scenario: status ${rc}, said: ${e
 execute_process(COMMAND ${BENCH} --events 0 RESULT_VARIABLE rc ERROR_VARIABLE err)
 string(FIND "${err}" "option --events must be a positive integer, got: 0" at)
 expect("rc EQUAL 2 AND at GREATER -1" "--events 0: status ${rc}, said: ${err}")
+execute_process(COMMAND ${BENCH} handoff --engines sluice,ring --events 20000 --repetitions 1
+                        --json ${OUT} RESULT_VARIABLE rc)
+file(READ ${OUT} json)
+string(JSON n LENGTH "${json}")
+string(JSON ratios LENGTH "${json}" 0 ratio_to)
+expect("rc EQUAL 0 AND n EQUAL 2 AND ratios EQUAL 1" "--engines sluice,ring: status ${rc}, ${n} records")
+execute_process(COMMAND ${BENCH} --engines nonesuch RESULT_VARIABLE rc ERROR_VARIABLE err)
+string(FIND "${err}" "unknown engine 'nonesuch' (--list shows them)" at)
+expect("rc EQUAL 2 AND at GREATER -1" "unknown engine: status ${rc}, said: ${err}")
