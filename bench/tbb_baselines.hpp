@@ -9,10 +9,13 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <oneapi/tbb/flow_graph.h>
@@ -234,6 +237,138 @@ inline std::int64_t flow_broadcast(std::int64_t events, std::size_t consumers, b
   for (auto s : sums)
     total += s;
   return total;
+}
+
+namespace detail {
+template <class T, std::size_t>
+using Same = T;
+template <class T, std::size_t... K>
+auto repeat_tuple(std::index_sequence<K...>) -> std::tuple<Same<T, K>...>;
+/// std::tuple<T, T, ..., T> (N times): a multifunction_node's output ports.
+template <class T, std::size_t N>
+using Repeat = decltype(repeat_tuple<T>(std::make_index_sequence<N>{}));
+}  // namespace detail
+
+/// Source → a serial multifunction_node routing each event to port `e % N` → N serial sums
+/// (what a flow graph user writes for a partition dispatcher). `batched`: each 1024-event message
+/// is split into N messages, one per partition.
+template <std::size_t N>
+std::int64_t flow_partition(std::int64_t events, bool batched) {
+  namespace flow = oneapi::tbb::flow;
+  flow::graph g;
+  std::vector<std::int64_t> sums(N * 8, 0);  // 8 apart: no false sharing
+  std::int64_t next = 0;
+  auto run = [&]<class Msg>(auto&& source_body, auto&& route, auto&& add) {
+    using Router = flow::multifunction_node<Msg, detail::Repeat<Msg, N>>;
+    flow::input_node<Msg> src(g, source_body);
+    Router router(g, flow::serial, [&](const Msg& in, typename Router::output_ports_type& ports) {
+      route(
+          in, [&]<std::size_t... K>(std::index_sequence<K...>) {
+            return [&](std::size_t k, Msg m) {
+              ((k == K ? (void)std::get<K>(ports).try_put(std::move(m)) : void()), ...);
+            };
+          }(std::make_index_sequence<N>{}));
+    });
+    std::vector<std::unique_ptr<flow::function_node<Msg>>> sinks;
+    for (std::size_t k = 0; k < N; ++k)
+      sinks.push_back(std::make_unique<flow::function_node<Msg>>(
+          g, flow::serial, [&s = sums[k * 8], &add](const Msg& m) { add(s, m); }));
+    [&]<std::size_t... K>(std::index_sequence<K...>) {
+      (flow::make_edge(flow::output_port<K>(router), *sinks[K]), ...);
+    }
+    (std::make_index_sequence<N>{});
+    flow::make_edge(src, router);
+    src.activate();
+    g.wait_for_all();
+  };
+  if (batched) {
+    using Msg = std::vector<std::int64_t>;
+    run.template operator()<Msg>(
+        [&](oneapi::tbb::flow_control& fc) -> Msg {
+          if (next >= events) {
+            fc.stop();
+            return {};
+          }
+          return next_batch(next, events);
+        },
+        [](const Msg& in, auto put) {
+          std::array<Msg, N> parts;
+          for (auto& p : parts)
+            p.reserve(in.size() / N + 64);
+          for (auto e : in)
+            parts[static_cast<std::size_t>(e) % N].push_back(e);
+          for (std::size_t k = 0; k < N; ++k)
+            put(k, std::move(parts[k]));
+        },
+        [](std::int64_t& s, const Msg& m) {
+          for (auto e : m)
+            s += e;
+        });
+  } else {
+    run.template operator()<std::int64_t>(
+        [&](oneapi::tbb::flow_control& fc) -> std::int64_t {
+          if (next >= events) {
+            fc.stop();
+            return 0;
+          }
+          return next++;
+        },
+        [](std::int64_t e, auto put) { put(static_cast<std::size_t>(e) % N, e); },
+        [](std::int64_t& s, std::int64_t e) { s += e; });
+  }
+  std::int64_t total = 0;
+  for (auto s : sums)
+    total += s;
+  return total;
+}
+
+/// `sources` input_nodes, each emitting 0..per_source-1, → one serial sum (fan-in).
+inline std::int64_t flow_fan_in(std::int64_t per_source, std::size_t sources, bool batched) {
+  namespace flow = oneapi::tbb::flow;
+  flow::graph g;
+  std::int64_t sum = 0;
+  std::vector<std::int64_t> next(sources * 8, 0);  // each source's counter, 8 apart
+  auto run = [&]<class Msg>(auto&& make_source, auto&& add) {
+    flow::function_node<Msg> sink(g, flow::serial, [&](const Msg& m) { add(sum, m); });
+    std::vector<std::unique_ptr<flow::input_node<Msg>>> srcs;
+    for (std::size_t k = 0; k < sources; ++k) {
+      srcs.push_back(std::make_unique<flow::input_node<Msg>>(g, make_source(next[k * 8])));
+      flow::make_edge(*srcs.back(), sink);
+    }
+    for (auto& s : srcs)
+      s->activate();
+    g.wait_for_all();
+  };
+  if (batched) {
+    using Msg = std::vector<std::int64_t>;
+    run.template operator()<Msg>(
+        [&](std::int64_t& n) {
+          return [&n, per_source](oneapi::tbb::flow_control& fc) -> Msg {
+            if (n >= per_source) {
+              fc.stop();
+              return {};
+            }
+            return next_batch(n, per_source);
+          };
+        },
+        [](std::int64_t& s, const Msg& m) {
+          for (auto e : m)
+            s += e;
+        });
+  } else {
+    run.template operator()<std::int64_t>(
+        [&](std::int64_t& n) {
+          return [&n, per_source](oneapi::tbb::flow_control& fc) -> std::int64_t {
+            if (n >= per_source) {
+              fc.stop();
+              return 0;
+            }
+            return n++;
+          };
+        },
+        [](std::int64_t& s, std::int64_t e) { s += e; });
+  }
+  return sum;
 }
 
 }  // namespace sluice_bench
