@@ -3,8 +3,10 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <random>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -197,6 +199,40 @@ TEST_CASE("emit buffer: grows, keeps order, clears without freeing") {
   CHECK(b.empty());
   b.push_back(std::string("x"));
   CHECK(b.data() == data);  // capacity kept: no allocation in steady state
+}
+
+TEST_CASE("emit buffer: append_generated stops at max or at the first empty, across growth") {
+  sluice::detail::EmitBuffer<std::string> b;
+  int next = 0;
+  auto gen = [&]() -> std::optional<std::string> {
+    if (next == 700) return std::nullopt;
+    return std::to_string(next++);
+  };
+  CHECK(b.append_generated(600, gen) == 600);  // past the first capacity (256): grows twice
+  REQUIRE(b.size() == 600);
+  CHECK(b[0] == "0");
+  CHECK(b[599] == "599");
+  CHECK(b.append_generated(0, gen) == 0);
+  CHECK(b.append_generated(500, gen) == 100);  // ran dry
+  CHECK(next == 700);
+  REQUIRE(b.size() == 700);
+  CHECK(b[699] == "699");
+  CHECK(b.append_generated(5, gen) == 0);
+  CHECK(b.size() == 700);
+}
+
+TEST_CASE("emit buffer: what append_generated appended before a throw stays") {
+  sluice::detail::EmitBuffer<std::string> b;
+  b.push_back(std::string("first"));
+  int next = 0;
+  auto gen = [&]() -> std::optional<std::string> {
+    if (next == 300) throw std::runtime_error("boom");
+    return std::to_string(next++);
+  };
+  CHECK_THROWS_AS(b.append_generated(1000, gen), std::runtime_error);
+  REQUIRE(b.size() == 301);
+  CHECK(b[0] == "first");
+  CHECK(b[300] == "299");
 }
 
 }  // TEST_SUITE("engine.buffers")

@@ -2,6 +2,7 @@
 // events, running a compiled graph twice, DOT export, and compile()'s error report.
 #include <algorithm>
 #include <any>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -9,6 +10,7 @@
 #include <optional>
 #include <ranges>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -65,6 +67,45 @@ TEST_CASE("a generator source ends with an empty optional, instances each run th
       .for_each("sum", [&](int x) { total += x; }, {.instances = 2});
   g.run().wait();
   CHECK(total == 2 * sum_below(1000));
+}
+
+TEST_CASE("generators of every kind keep their state across demands, map and filter in bulk") {
+  // A small generator is worked on in a local copy per demand (moved back after), a large one
+  // in place: both must resume where they stopped, over many demands of max_demand 7.
+  struct Big {
+    std::array<std::int64_t, 16> pad{};  // 128 bytes: past the local-copy limit
+    std::int64_t i = 0;
+  };
+  std::vector<std::int64_t> small_out, big_out;
+  sluice::Graph g;
+  g.source("small", sluice::from_generator([i = std::int64_t{0}]() mutable {
+             return i == 5000 ? std::nullopt : std::optional<std::int64_t>(i++);
+           }))
+      .map("triple", [](std::int64_t x) { return 3 * x; }, {.max_demand = 7})
+      .filter("even", [](std::int64_t x) { return x % 2 == 0; }, {.max_demand = 7})
+      .collect("small_out", small_out, {.max_demand = 7});
+  g.source("big", sluice::from_generator([b = Big{}]() mutable {
+             return b.i == 5000 ? std::nullopt : std::optional<std::int64_t>(b.i++);
+           }))
+      .collect("big_out", big_out, {.max_demand = 7});
+  g.run().wait();
+  REQUIRE(small_out.size() == 2500);
+  for (std::size_t k = 0; k < small_out.size(); ++k)
+    REQUIRE(small_out[k] == 6 * static_cast<std::int64_t>(k));
+  REQUIRE(big_out.size() == 5000);
+  for (std::size_t k = 0; k < big_out.size(); ++k)
+    REQUIRE(big_out[k] == static_cast<std::int64_t>(k));
+}
+
+TEST_CASE("a throwing generator fails the run, naming the source") {
+  sluice::Graph g;
+  g.source("gen", sluice::from_generator([i = 0]() mutable -> std::optional<int> {
+             if (i == 3000) throw std::runtime_error("generator gave up");
+             return i++;
+           }))
+      .for_each("sink", [](int) {});
+  auto run = g.run();
+  CHECK_THROWS_WITH_AS(run.wait(), "stage 'gen': generator gave up", sluice::stage_error);
 }
 
 TEST_CASE("class-based stages with GenStage's callbacks") {

@@ -119,6 +119,17 @@ class Context {
       staged_->push_back(std::forward<decltype(e)>(e));
   }
 
+  /// Emits what `next()` returns (a std::optional<Out>; empty: no more), calling it at most
+  /// `max` times; returns how many it emitted (fewer than `max`: `next` ran dry). The same as
+  /// calling emit in a loop, but cheaper per event: the fast way to fill a demand.
+  template <class G>
+  requires(!std::is_void_v<Out>) && requires(G& g) {
+    { *g() } -> std::convertible_to<Out>;
+  }
+  std::size_t emit_generated(std::size_t max, G&& next) {
+    return staged_->append_generated(max, next);
+  }
+
   /// No more events will follow those emitted so far: the stage ends normally once they have
   /// been dispatched (GenStage's `async_info(self(), :stop)` idiom of from_enumerable).
   void finish() { cell_->finish(); }

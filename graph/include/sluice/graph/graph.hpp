@@ -106,16 +106,24 @@ struct GeneratorSource {
   using Out = O;
   static constexpr const char* what = "source (generator)";
   static constexpr bool single_instance = false;
-  F f;
+  std::optional<F> f;
   void handle_demand(std::size_t n, Context<Out>& ctx) {
-    for (std::size_t i = 0; i < n; ++i) {
-      std::optional<Out> e = f();
-      if (!e) {
-        ctx.finish();
-        return;
+    std::size_t got = 0;
+    if constexpr (std::is_nothrow_move_constructible_v<F> && sizeof(F) <= 64) {
+      // Worked on in a local, the generator's state stays in registers: the emitted events'
+      // stores cannot alias it.
+      F g = std::move(*f);
+      try {
+        got = ctx.emit_generated(n, g);
+      } catch (...) {
+        f.emplace(std::move(g));
+        throw;
       }
-      ctx.emit(std::move(*e));
+      f.emplace(std::move(g));
+    } else {
+      got = ctx.emit_generated(n, *f);
     }
+    if (got < n) ctx.finish();
   }
 };
 
@@ -125,13 +133,13 @@ template <class In, class Out, class F>
 struct MapStage {
   F f;
   void handle_events(std::span<In> in, Context<Out>& ctx) {
-    for (auto& e : in)
-      ctx.emit(f(std::move(e)));
+    auto it = in.begin();
+    ctx.emit_generated(in.size(), [&] { return std::optional<Out>(f(std::move(*it++))); });
   }
   void handle_events(std::span<const In> in,
                      Context<Out>& ctx) requires std::invocable<F&, const In&> {
-    for (auto& e : in)
-      ctx.emit(f(e));
+    auto it = in.begin();
+    ctx.emit_generated(in.size(), [&] { return std::optional<Out>(f(*it++)); });
   }
 };
 
@@ -139,13 +147,21 @@ template <class In, class F>
 struct FilterStage {
   F keep;
   void handle_events(std::span<In> in, Context<In>& ctx) {
-    for (auto& e : in)
-      if (keep(std::as_const(e))) ctx.emit(std::move(e));
+    auto it = in.begin();
+    ctx.emit_generated(in.size(), [&]() -> std::optional<In> {
+      for (; it != in.end(); ++it)
+        if (keep(std::as_const(*it))) return std::move(*it++);
+      return std::nullopt;
+    });
   }
   void handle_events(std::span<const In> in,
                      Context<In>& ctx) requires std::copy_constructible<In> {
-    for (auto& e : in)
-      if (keep(e)) ctx.emit(e);
+    auto it = in.begin();
+    ctx.emit_generated(in.size(), [&]() -> std::optional<In> {
+      for (; it != in.end(); ++it)
+        if (keep(*it)) return *it++;
+      return std::nullopt;
+    });
   }
 };
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <span>
@@ -28,6 +29,36 @@ class EmitBuffer {
     ++cur_;
   }
   void push_back(const T& v) { push_back(T(v)); }
+
+  /// Appends the values `next()` yields (each a std::optional<T>; empty: no more), at most `max`;
+  /// returns how many. The write position stays in a local for the loop: push_back per event
+  /// must reload it after every store (an event store may alias it, or the generator's state),
+  /// which puts a store-to-load round trip on every event. What was appended stays if next()
+  /// throws.
+  template <class G>
+  std::size_t append_generated(std::size_t max, G& next) {
+    std::size_t done = 0;
+    while (done < max) {
+      if (cur_ == cap_) grow();
+      T* p = cur_;
+      T* const end = p + std::min(max - done, static_cast<std::size_t>(cap_ - p));
+      struct Commit {  // on every exit, exceptions included
+        EmitBuffer& b;
+        T*& p;
+        ~Commit() { b.cur_ = p; }
+      } commit{*this, p};
+      for (; p != end; ++p) {
+        auto e = next();
+        if (!e) {
+          done += static_cast<std::size_t>(p - cur_);
+          return done;
+        }
+        std::construct_at(p, std::move(*e));
+      }
+      done += static_cast<std::size_t>(p - cur_);
+    }
+    return done;
+  }
 
   std::size_t size() const noexcept { return static_cast<std::size_t>(cur_ - begin_); }
   bool empty() const noexcept { return cur_ == begin_; }
