@@ -61,18 +61,21 @@ sluice::StageOptions sink_options(const Params& p, std::size_t instances = 1) {
   return {.instances = instances, .max_demand = p.max_demand};
 }
 
-/// Source → (stages - 2) maps (+1) → sum.
-void declare_chain(sluice::Graph& g, const Params& p, int stages, std::atomic<I64>& total) {
+/// Source → `c.maps` maps (+1) → a filter keeping even values if `c.filter` → sum.
+void declare_chain(sluice::Graph& g, const Params& p, Chain c, std::atomic<I64>& total) {
+  // Lambdas, as a user writes them (a function's name would be an indirect call per event).
+  auto map = [](I64 e) { return plus_one(e); };
+  auto keep = [](const I64& e) { return is_even(e); };
   auto s = g.source("source", counter(p.events));
-  if (stages == 2) {
+  if (c.maps == 0 && !c.filter) {
     s.to("sum", Sum{&total}, sink_options(p));
     return;
   }
-  auto m = s.map(
-      "map1", [](I64 e) { return e + 1; }, sink_options(p));
-  for (int k = 2; k <= stages - 2; ++k)
-    m = m.map(
-        numbered("map", k), [](I64 e) { return e + 1; }, sink_options(p));
+  auto m =
+      c.maps == 0 ? s.filter("even", keep, sink_options(p)) : s.map("map1", map, sink_options(p));
+  for (int k = 2; k <= c.maps; ++k)
+    m = m.map(numbered("map", k), map, sink_options(p));
+  if (c.maps > 0 && c.filter) m = m.filter("even", keep, sink_options(p));
   m.to("sum", Sum{&total}, sink_options(p));
 }
 
@@ -81,13 +84,13 @@ Outcome run_graph(const sluice::Graph& g, I64 events) {
   return timed(events, [&] { compiled.run().wait(); });
 }
 
-EngineRun sluice_chain(const std::string& scenario, int stages) {
-  return {"sluice", [scenario, stages](const Params& p) {
+EngineRun sluice_chain(const std::string& scenario, Chain c) {
+  return {"sluice", [scenario, c](const Params& p) {
             std::atomic<I64> total{0};
             sluice::Graph g;
-            declare_chain(g, p, stages, total);
+            declare_chain(g, p, c, total);
             auto o = run_graph(g, p.events);
-            const I64 expected = triangle(p.events) + p.events * (stages - 2);
+            const I64 expected = chain_sum(p.events, c);
             if (total != expected) wrong(scenario, "sluice", total, expected);
             return o;
           }};
@@ -105,20 +108,16 @@ EngineRun checked(std::string scenario, std::string engine, std::function<I64(co
           }};
 }
 
-std::vector<EngineRun> tbb_chain(const std::string& scenario, int stages) {
-  auto expected = [stages](const Params& p) {
-    return triangle(p.events) + p.events * (stages - 2);
-  };
+std::vector<EngineRun> tbb_chain(const std::string& scenario, Chain c) {
+  auto expected = [c](const Params& p) { return chain_sum(p.events, c); };
   std::vector<EngineRun> out;
   for (bool batched : {false, true}) {
     out.push_back(checked(
         scenario, batched ? "tbb_flow_batch1024" : "tbb_flow",
-        [=](const Params& p) { return sluice_bench::flow_chain(p.events, stages, batched); },
-        expected));
+        [=](const Params& p) { return flow_chain(p.events, c, batched); }, expected));
     out.push_back(checked(
         scenario, batched ? "tbb_pipeline_batch1024" : "tbb_pipeline",
-        [=](const Params& p) { return sluice_bench::pipeline_chain(p.events, stages, batched); },
-        expected));
+        [=](const Params& p) { return pipeline_chain(p.events, c, batched); }, expected));
   }
   return out;
 }
@@ -370,37 +369,40 @@ Outcome latency_load(const Params& p) {
 
 std::vector<Scenario> scenarios() {
   std::vector<Scenario> all;
-  auto chain = [&](const std::string& name, int stages, bool with_ring) {
-    std::string what = "source -> sum (hand-off)";
-    if (stages > 2) {
-      what = numbered("source -> ", stages - 2);
-      what += " x map -> sum";
+  auto chain = [&](const std::string& name, Chain c, bool with_ring) {
+    std::string what = "source -> ";
+    if (c.maps > 0) {
+      what += numbered("", c.maps);
+      what += " x map -> ";
     }
+    if (c.filter) what += "filter -> ";
+    what += "sum";
+    if (c.maps == 0 && !c.filter) what += " (hand-off)";
     Scenario s{name,
                what,
-               [stages](sluice::Graph& g, const Params& p) {
+               [c](sluice::Graph& g, const Params& p) {
                  static std::atomic<I64> t;
-                 declare_chain(g, p, stages, t);
+                 declare_chain(g, p, c, t);
                },
-               {sluice_chain(name, stages)}};
+               {sluice_chain(name, c)}};
     // The ring is the two-core hand-off limit: the chains' reference too (ANCHORS' targets).
     for (auto& b : handoff_baselines(name))
       if (with_ring || b.engine == "ring") s.engines.push_back(b);
-    for (auto& b : tbb_chain(name, stages))
+    for (auto& b : tbb_chain(name, c))
       s.engines.push_back(b);
     all.push_back(std::move(s));
   };
-  chain("handoff", 2, true);
-  chain("chain3", 3, false);
-  chain("chain4", 4, false);
-  chain("chain8", 8, false);
+  chain("handoff", {0, false}, true);
+  chain("chain3", {1, false}, false);  // ANCHORS: producer -> map -> sum
+  chain("chain4", {1, true}, false);   // ANCHORS: producer -> map -> filter -> sum
+  chain("chain8", {5, true}, false);
   for (I64 md : {1, 10, 100, 1000, 10000}) {
     const auto name = numbered("handoff_md", md);
     Scenario s{name,
                numbered("hand-off at max_demand ", md),
                [](sluice::Graph& g, const Params& p) {
                  static std::atomic<I64> t;
-                 declare_chain(g, p, 2, t);
+                 declare_chain(g, p, {0, false}, t);
                },
                {}};
     auto pinned = [md](std::function<Outcome(const Params&)> f) {
@@ -411,7 +413,7 @@ std::vector<Scenario> scenarios() {
         return f(q);
       };
     };
-    s.engines.push_back({"sluice", pinned(sluice_chain(name, 2).run)});
+    s.engines.push_back({"sluice", pinned(sluice_chain(name, {0, false}).run)});
     for (auto& b : handoff_baselines(name))
       s.engines.push_back({b.engine, pinned(b.run)});
     all.push_back(std::move(s));

@@ -3,9 +3,7 @@
 // parallel_pipeline (one event per token, or a batch of 1024 per token).
 //
 // Every function moves the int64_t events 0..events-1 through its shape and returns what the
-// sink(s) summed, so the caller can check it. Stage k (k >= 1) of a chain adds 1 to each event
-// (the same "map" the Sluice scenarios run), so a chain of `stages` stages sums
-// events*(events-1)/2 + events*(stages-2).
+// sink(s) summed, so the caller can check it (chain_sum gives a chain's).
 #pragma once
 
 #include <algorithm>
@@ -14,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -35,75 +34,108 @@ inline std::vector<std::int64_t> next_batch(std::int64_t& next, std::int64_t eve
   return m;
 }
 
-/// Source → (stages - 2) serial maps (+1) → serial sum, on flow graph. `batched`: each message
-/// is a std::vector of up to 1024 events the user batched by hand.
-inline std::int64_t flow_chain(std::int64_t events, int stages, bool batched) {
+/// A linear chain: source → `maps` maps (+1 each) → a filter keeping even values (if `filter`)
+/// → sum. ANCHORS' shapes: {1, false} is producer → map → sum, {1, true} producer → map →
+/// filter → sum.
+struct Chain {
+  int maps = 0;
+  bool filter = false;
+};
+/// The user's per-event functions, the same in every engine.
+inline std::int64_t plus_one(std::int64_t e) {
+  return e + 1;
+}
+inline bool is_even(const std::int64_t& e) {
+  return e % 2 == 0;
+}
+/// What the chain's sum receives from the events 0..events-1.
+inline std::int64_t chain_sum(std::int64_t events, Chain c) {
+  const std::int64_t lo = c.maps, hi = events - 1 + c.maps;  // after the maps
+  if (events <= 0) return 0;
+  if (!c.filter) return (lo + hi) * events / 2;
+  const std::int64_t first = lo + (lo & 1), last = hi - (hi & 1);  // the even values
+  if (first > last) return 0;
+  return (first + last) * ((last - first) / 2 + 1) / 2;
+}
+
+/// The chain on flow graph, every node serial. `batched`: each message is a std::vector of up to
+/// 1024 events the user batched by hand; otherwise one event per message, the filter a
+/// multifunction_node that forwards the events it keeps.
+inline std::int64_t flow_chain(std::int64_t events, Chain c, bool batched) {
   namespace flow = oneapi::tbb::flow;
   flow::graph g;
-  std::int64_t sum = 0;
+  std::int64_t sum = 0, next = 0;
+  auto run = [&]<class Msg>(auto&& source_body, auto&& map, auto&& add, auto&& keep) {
+    flow::input_node<Msg> src(g, source_body);
+    std::vector<std::unique_ptr<flow::function_node<Msg, Msg>>> maps;
+    for (int k = 0; k < c.maps; ++k)
+      maps.push_back(std::make_unique<flow::function_node<Msg, Msg>>(g, flow::serial, map));
+    using Filter = flow::multifunction_node<Msg, std::tuple<Msg>>;
+    Filter filter(g, flow::serial, [&](const Msg& m, typename Filter::output_ports_type& ports) {
+      keep(m, std::get<0>(ports));
+    });
+    flow::function_node<Msg> sink(g, flow::serial, [&](const Msg& m) { add(sum, m); });
+    flow::sender<Msg>* last = &src;
+    for (auto& m : maps) {
+      flow::make_edge(*last, *m);
+      last = m.get();
+    }
+    if (c.filter) {
+      flow::make_edge(*last, filter);
+      flow::make_edge(flow::output_port<0>(filter), sink);
+    } else {
+      flow::make_edge(*last, sink);
+    }
+    src.activate();
+    g.wait_for_all();
+  };
   if (batched) {
     using Msg = std::vector<std::int64_t>;
-    std::int64_t next = 0;
-    flow::input_node<Msg> src(g, [&](oneapi::tbb::flow_control& fc) -> Msg {
-      if (next >= events) {
-        fc.stop();
-        return {};
-      }
-      return next_batch(next, events);
-    });
-    std::vector<std::unique_ptr<flow::function_node<Msg, Msg>>> maps;
-    for (int k = 0; k < stages - 2; ++k)
-      maps.push_back(std::make_unique<flow::function_node<Msg, Msg>>(g, flow::serial, [](Msg m) {
-        for (auto& e : m)
-          e += 1;
-        return m;
-      }));
-    flow::function_node<Msg> sink(g, flow::serial, [&](const Msg& m) {
-      for (auto e : m)
-        sum += e;
-    });
-    if (maps.empty()) {
-      flow::make_edge(src, sink);
-    } else {
-      flow::make_edge(src, *maps.front());
-      for (std::size_t k = 1; k < maps.size(); ++k)
-        flow::make_edge(*maps[k - 1], *maps[k]);
-      flow::make_edge(*maps.back(), sink);
-    }
-    src.activate();
-    g.wait_for_all();
+    run.template operator()<Msg>(
+        [&](oneapi::tbb::flow_control& fc) -> Msg {
+          if (next >= events) {
+            fc.stop();
+            return {};
+          }
+          return next_batch(next, events);
+        },
+        [](Msg m) {
+          for (auto& e : m)
+            e = plus_one(e);
+          return m;
+        },
+        [](std::int64_t& s, const Msg& m) {
+          for (auto e : m)
+            s += e;
+        },
+        [](const Msg& m, auto& out) {
+          Msg kept;
+          kept.reserve(m.size());
+          for (auto e : m)
+            if (is_even(e)) kept.push_back(e);
+          out.try_put(std::move(kept));
+        });
   } else {
-    std::int64_t next = 0;
-    flow::input_node<std::int64_t> src(g, [&](oneapi::tbb::flow_control& fc) -> std::int64_t {
-      if (next >= events) {
-        fc.stop();
-        return 0;
-      }
-      return next++;
-    });
-    std::vector<std::unique_ptr<flow::function_node<std::int64_t, std::int64_t>>> maps;
-    for (int k = 0; k < stages - 2; ++k)
-      maps.push_back(std::make_unique<flow::function_node<std::int64_t, std::int64_t>>(
-          g, flow::serial, [](std::int64_t e) { return e + 1; }));
-    flow::function_node<std::int64_t> sink(g, flow::serial, [&](std::int64_t e) { sum += e; });
-    if (maps.empty()) {
-      flow::make_edge(src, sink);
-    } else {
-      flow::make_edge(src, *maps.front());
-      for (std::size_t k = 1; k < maps.size(); ++k)
-        flow::make_edge(*maps[k - 1], *maps[k]);
-      flow::make_edge(*maps.back(), sink);
-    }
-    src.activate();
-    g.wait_for_all();
+    run.template operator()<std::int64_t>(
+        [&](oneapi::tbb::flow_control& fc) -> std::int64_t {
+          if (next >= events) {
+            fc.stop();
+            return 0;
+          }
+          return next++;
+        },
+        [](std::int64_t e) { return plus_one(e); }, [](std::int64_t& s, std::int64_t e) { s += e; },
+        [](std::int64_t e, auto& out) {
+          if (is_even(e)) out.try_put(e);
+        });
   }
   return sum;
 }
 
-/// The same chain on parallel_pipeline, every filter serial_in_order. `batched`: a token carries
+/// The chain on parallel_pipeline, every filter serial_in_order. `batched`: a token carries
 /// 1024 events (each token then runs all stages on one thread); otherwise one event per token,
-/// 16 tokens in flight.
-inline std::int64_t pipeline_chain(std::int64_t events, int stages, bool batched) {
+/// 16 tokens in flight, and the filter stage passes a std::optional (empty: dropped) to the sum.
+inline std::int64_t pipeline_chain(std::int64_t events, Chain c, bool batched) {
   namespace tbb = oneapi::tbb;
   std::int64_t next = 0, sum = 0;
   const auto mode = tbb::filter_mode::serial_in_order;
@@ -116,10 +148,15 @@ inline std::int64_t pipeline_chain(std::int64_t events, int stages, bool batched
       }
       return next_batch(next, events);
     });
-    for (int k = 0; k < stages - 2; ++k)
+    for (int k = 0; k < c.maps; ++k)
       chain = chain & tbb::make_filter<Msg, Msg>(mode, [](Msg m) {
                 for (auto& e : m)
-                  e += 1;
+                  e = plus_one(e);
+                return m;
+              });
+    if (c.filter)
+      chain = chain & tbb::make_filter<Msg, Msg>(mode, [](Msg m) {
+                std::erase_if(m, [](std::int64_t e) { return !is_even(e); });
                 return m;
               });
     tbb::parallel_pipeline(16, chain & tbb::make_filter<Msg, void>(mode, [&](const Msg& m) {
@@ -127,19 +164,22 @@ inline std::int64_t pipeline_chain(std::int64_t events, int stages, bool batched
                                    sum += e;
                                }));
   } else {
-    auto chain =
-        tbb::make_filter<void, std::int64_t>(mode, [&](tbb::flow_control& fc) -> std::int64_t {
-          if (next >= events) {
-            fc.stop();
-            return 0;
-          }
-          return next++;
-        });
-    for (int k = 0; k < stages - 2; ++k)
-      chain = chain & tbb::make_filter<std::int64_t, std::int64_t>(
-                          mode, [](std::int64_t e) { return e + 1; });
-    tbb::parallel_pipeline(
-        16, chain & tbb::make_filter<std::int64_t, void>(mode, [&](std::int64_t e) { sum += e; }));
+    using Msg = std::optional<std::int64_t>;
+    auto chain = tbb::make_filter<void, Msg>(mode, [&](tbb::flow_control& fc) -> Msg {
+      if (next >= events) {
+        fc.stop();
+        return {};
+      }
+      return next++;
+    });
+    for (int k = 0; k < c.maps; ++k)
+      chain = chain & tbb::make_filter<Msg, Msg>(mode, [](Msg e) { return plus_one(*e); });
+    if (c.filter)
+      chain = chain & tbb::make_filter<Msg, Msg>(
+                          mode, [](Msg e) { return is_even(*e) ? e : std::nullopt; });
+    tbb::parallel_pipeline(16, chain & tbb::make_filter<Msg, void>(mode, [&](Msg e) {
+                                 if (e) sum += *e;
+                               }));
   }
   return sum;
 }
