@@ -1,5 +1,6 @@
 // The edge's rings on their own: message boundaries, wrap-around, the end message, asks and
 // their spill, cancellation, and a two-thread run that TSan checks.
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -186,6 +187,35 @@ TEST_CASE("fifo: front(n) is contiguous after wrap-around, order kept, no leaks"
   }
   CHECK(f.size() == static_cast<std::size_t>(next - expect));
   CHECK(f.popped_total() == static_cast<std::uint64_t>(expect));
+}
+
+TEST_CASE("fifo: append moves a span in, across the wrap-around and growth, order kept") {
+  sluice::Fifo<std::string> f;
+  int next = 0, expect = 0;
+  auto batch = [&](int n) {
+    std::vector<std::string> v;
+    for (int i = 0; i < n; ++i)
+      v.push_back(std::to_string(next++));
+    return v;
+  };
+  for (int round = 0; round < 200; ++round) {
+    auto v = batch(1 + round % 37);
+    f.append(v);
+    for (auto& s : v)
+      REQUIRE(s.empty());  // moved from
+    const auto n = std::min<std::size_t>(f.size(), static_cast<std::size_t>(round % 29));
+    auto front = f.front(n);
+    for (auto& s : front)
+      REQUIRE(s == std::to_string(expect++));
+    f.pop_front(n);
+  }
+  CHECK(f.size() == static_cast<std::size_t>(next - expect));
+  auto rest = f.front(f.size());
+  for (auto& s : rest)
+    REQUIRE(s == std::to_string(expect++));
+  std::vector<std::string> none;
+  f.append(none);
+  CHECK(f.pushed_total() == static_cast<std::uint64_t>(next));
 }
 
 TEST_CASE("emit buffer: grows, keeps order, clears without freeing") {

@@ -377,23 +377,21 @@ class PartitionDispatcher final : public Dispatcher<Event> {
     auto& p = parts_[slot];
     if (events.empty()) return;
     const auto cap = static_cast<std::uint64_t>(options_.queue_size);
-    const std::string where = "the queue of partition " + partitions_[slot].to_string();
+    auto where = [&] { return "the queue of partition " + partitions_[slot].to_string(); };
     if (options_.queue_keep == BufferKeep::first) {
       const auto space = cap > p.queue.size() ? cap - p.queue.size() : 0;
-      const auto keep = std::min<std::uint64_t>(space, events.size());
-      for (std::size_t i = 0; i < keep; ++i)
-        p.queue.push_back(std::move(events[i]));
-      if (keep < events.size()) out.discard(events.subspan(keep), where);
+      const auto keep = static_cast<std::size_t>(std::min<std::uint64_t>(space, events.size()));
+      p.queue.append(events.first(keep));
+      if (keep < events.size()) out.discard(events.subspan(keep), where());
     } else {
       if (events.size() >= cap) {
-        drop_front(slot, p.queue.size(), where, out);
-        out.discard(events.first(events.size() - cap), where);
+        drop_front(slot, p.queue.size(), where(), out);
+        out.discard(events.first(events.size() - cap), where());
         events = events.subspan(events.size() - cap);
       } else if (p.queue.size() + events.size() > cap) {
-        drop_front(slot, p.queue.size() + events.size() - cap, where, out);
+        drop_front(slot, p.queue.size() + events.size() - cap, where(), out);
       }
-      for (auto& e : events)
-        p.queue.push_back(std::move(e));
+      p.queue.append(events);
     }
   }
 

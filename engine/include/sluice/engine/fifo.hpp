@@ -48,6 +48,18 @@ class Fifo {
     ++size_;
   }
 
+  /// Appends every event of `events` (moved from), in order: at most two contiguous moves.
+  void append(std::span<T> events) {
+    if (events.empty()) return;
+    while (capacity_ - size_ < events.size())
+      grow();
+    const std::size_t tail = (head_ + size_) & (capacity_ - 1);
+    const std::size_t first = std::min(events.size(), capacity_ - tail);
+    std::uninitialized_move(events.begin(), events.begin() + first, data_ + tail);
+    std::uninitialized_move(events.begin() + first, events.end(), data_);
+    size_ += events.size();
+  }
+
   /// The longest contiguous run at the front.
   std::span<T> front_span() noexcept {
     if (size_ == 0) return {};
@@ -75,9 +87,13 @@ class Fifo {
 
   /// Destroys `n` events at the front.
   void pop_front(std::size_t n) noexcept {
-    for (std::size_t i = 0; i < n; ++i) {
-      std::destroy_at(data_ + head_);
-      head_ = (head_ + 1) & (capacity_ - 1);
+    if constexpr (std::is_trivially_destructible_v<T>) {
+      if (n > 0) head_ = (head_ + n) & (capacity_ - 1);
+    } else {
+      for (std::size_t i = 0; i < n; ++i) {
+        std::destroy_at(data_ + head_);
+        head_ = (head_ + 1) & (capacity_ - 1);
+      }
     }
     size_ -= n;
     popped_ += n;
