@@ -305,6 +305,71 @@ TEST_CASE("partition: skew shows in the metrics, per partition") {
   CHECK(end.undelivered() == 0);
 }
 
+TEST_CASE("partition: a slow partition holds the producer back, nothing is dropped") {
+  // Partition 0's consumer asks 10 by hand, then nothing until told to go on; partition 1's
+  // asks up to 1000 as it handles. Each ask of partition 1 brings as many events for partition
+  // 0 as for itself: its queue would grow to about partition 1's demand (past queue_size, so
+  // dropping). Here upstream demand is held back once it queues queue_size.
+  struct Stalled {
+    std::shared_ptr<std::vector<Seen>> seen;
+    bool go = false;
+    std::int64_t outstanding = 0;  // asked and not received
+    void ask(sluice::Context<void>& c, std::int64_t n) {
+      outstanding += n;
+      c.ask(0, n);
+    }
+    void handle_subscribe(const sluice::SubscribeInfo&, sluice::Context<void>& c) { ask(c, 10); }
+    void handle_events(std::span<Event> evs, sluice::Context<void>& c) {
+      for (auto v : evs) {
+        ++(*seen)[0].count;
+        (*seen)[0].sum += static_cast<std::uint64_t>(v);
+      }
+      outstanding -= static_cast<std::int64_t>(evs.size());
+      if (go) ask(c, static_cast<std::int64_t>(evs.size()));
+    }
+    void handle_info(std::any&, sluice::Context<void>& c) {
+      go = true;
+      ask(c, 100 - outstanding);
+    }
+  };
+  struct Fast {
+    std::shared_ptr<std::vector<Seen>> seen;
+    void handle_events(std::span<Event> evs, sluice::Context<void>&) {
+      for (auto v : evs) {
+        ++(*seen)[1].count;
+        (*seen)[1].sum += static_cast<std::uint64_t>(v);
+      }
+    }
+  };
+  constexpr Event n = 100'000;
+  auto seen = std::make_shared<std::vector<Seen>>(2);
+  sluice::Engine e;
+  auto src = e.producer<Event>(
+      "source", Source{0, n},
+      sluice::partition_dispatcher<Event>(2, [](Event& v) { return v % 2; }, {.queue_size = 50}));
+  auto stalled = e.consumer<Event>("stalled", Stalled{seen});
+  auto fast = e.consumer<Event>("fast", Fast{seen});
+  e.subscribe(stalled, src,
+              {.max_demand = 100,
+               .partition = sluice::Partition(0),
+               .demand = sluice::DemandControl::manual});
+  e.subscribe(fast, src, {.max_demand = 1000, .partition = sluice::Partition(1)});
+  auto run = e.start(sluice_test::manual());
+  run.run_until_idle();
+  auto m = run.metrics();
+  CHECK(m.stages[0].dropped == 0);
+  CHECK(m.edges[0].queued >= 50);         // partition 0 backed up...
+  CHECK(m.edges[0].queued <= 50 + 1000);  // ...by at most what was asked upstream before
+  CHECK((*seen)[0].count == 10);
+  CHECK((*seen)[1].count <= 1000 + 60);
+  run.send_info(stalled, std::string("go"));
+  run.wait();
+  CHECK((*seen)[0].count == n / 2);
+  CHECK((*seen)[1].count == n / 2);
+  CHECK((*seen)[0].sum + (*seen)[1].sum == sum_below(n));
+  check_clean_end(run);
+}
+
 TEST_CASE("partition: named partitions, explicit per subscription") {
   struct Sink {
     std::shared_ptr<std::vector<Seen>> seen;

@@ -289,7 +289,7 @@ TEST_CASE("errors on subscribe") {
 
 // Beyond GenStage's file.
 TEST_SUITE("dispatchers.partition") {
-TEST_CASE("per-partition queues are bounded, keep last, and report what they drop") {
+TEST_CASE("a subscribed partition's full queue holds upstream demand back, dropping nothing") {
   sluice::PartitionDispatcherOptions o;
   o.queue_size = 3;
   auto all_to_0 = [](int&) { return 0; };
@@ -301,11 +301,56 @@ TEST_CASE("per-partition queues are bounded, keep last, and report what they dro
   CHECK(d.ask(1, 10, out) == 10);
   CHECK(dispatch<int>(d, out, {1, 2, 3, 4, 5, 6}).leftovers.empty());
   CHECK(out.take_sent() == Sends{{0, {1}}});
-  CHECK(out.discarded == Events{2, 3});  // keep last: 4, 5, 6 stay
-  CHECK(out.discard_reasons == std::vector<std::string>{"the queue of partition 0"});
-  CHECK(d.queue_size_of(0) == 3);
+  CHECK(out.discarded.empty());
+  CHECK(d.queue_size_of(0) == 5);  // past queue_size: what upstream was already asked for
+  CHECK(d.ask(1, 10, out) == 0);   // partition 0 is backed up: held back
+  CHECK(d.withheld() == 10);
+  CHECK(d.ask(0, 2, out) == 0);  // 3 still queued: still held back
+  CHECK(out.take_sent() == Sends{{0, {2, 3}}});
+  CHECK(d.withheld() == 12);
+  CHECK(d.ask(0, 1, out) == 13);  // 2 queued, below queue_size: all of it goes upstream
+  CHECK(out.take_sent() == Sends{{0, {4}}});
+  CHECK(d.withheld() == 0);
+  CHECK(d.waiting() == 5 + 13);  // 11 asked first, 6 dispatched; then 13
   CHECK(d.ask(0, 5, out) == 5);
-  CHECK(out.take_sent() == Sends{{0, {4, 5, 6}}});
+  CHECK(out.take_sent() == Sends{{0, {5, 6}}});
+  CHECK(out.discarded.empty());
+}
+
+TEST_CASE("a backed-up partition that leaves releases the demand held for the others") {
+  sluice::PartitionDispatcherOptions o;
+  o.queue_size = 2;
+  auto all_to_0 = [](int&) { return 0; };
+  sluice::PartitionDispatcher<int, decltype(all_to_0)> d(2, all_to_0, o);
+  Recorder out;
+  CHECK(d.subscribe(sub(0, 0), out) == 0);
+  CHECK(d.subscribe(sub(1, 1), out) == 0);
+  CHECK(d.ask(1, 4, out) == 4);
+  CHECK(dispatch<int>(d, out, {1, 2, 3}).leftovers.empty());
+  CHECK(d.ask(1, 4, out) == 0);
+  CHECK(d.withheld() == 4);
+  // GenStage: the cancelled partition's queue is discarded and replaced upstream.
+  CHECK(d.cancel(0, out) == 3 + 4);
+  CHECK(out.discarded == Events{1, 2, 3});
+  CHECK(d.withheld() == 0);
+}
+
+TEST_CASE("a partition without a subscriber keeps queue_size events: last by default") {
+  sluice::PartitionDispatcherOptions o;
+  o.queue_size = 2;
+  auto all_to_0 = [](int&) { return 0; };
+  sluice::PartitionDispatcher<int, decltype(all_to_0)> d(2, all_to_0, o);
+  Recorder out;
+  CHECK(d.subscribe(sub(1, 1), out) == 0);  // partition 0 is nobody's yet (a dynamic producer)
+  CHECK(d.ask(1, 5, out) == 5);
+  CHECK(dispatch<int>(d, out, {1, 2, 3, 4, 5}).leftovers.empty());
+  CHECK(out.discarded == Events{1, 2, 3});
+  CHECK(out.discard_reasons == std::vector<std::string>{"the queue of partition 0"});
+  CHECK(d.queue_size_of(0) == 2);
+  CHECK(d.ask(1, 5, out) == 5);  // an unsubscribed partition holds nothing back
+  CHECK(d.subscribe(sub(0, 0), out) == 0);
+  CHECK(d.ask(0, 5, out) == 5);
+  CHECK(out.take_sent() == Sends{{0, {4, 5}}});
 }
 
 TEST_CASE("keep first drops the newest") {
@@ -313,13 +358,10 @@ TEST_CASE("keep first drops the newest") {
   o.queue_size = 2;
   o.queue_keep = sluice::BufferKeep::first;
   auto all_to_0 = [](int&) { return 0; };
-  sluice::PartitionDispatcher<int, decltype(all_to_0)> d(1, all_to_0, o);
+  sluice::PartitionDispatcher<int, decltype(all_to_0)> d(2, all_to_0, o);
   Recorder out;
-  CHECK(d.subscribe(sub(0, 0), out) == 0);
-  CHECK(d.ask(0, 5, out) == 5);
-  d.cancel(0, out);
-  CHECK(d.subscribe(sub(1, 0), out) == 0);
-  CHECK(d.ask(1, 0, out) == 0);
+  CHECK(d.subscribe(sub(1, 1), out) == 0);
+  CHECK(d.ask(1, 5, out) == 5);
   CHECK(dispatch<int>(d, out, {1, 2, 3, 4, 5}).leftovers.empty());
   CHECK(out.discarded == Events{3, 4, 5});
   CHECK(d.queue_size_of(0) == 2);

@@ -58,10 +58,12 @@ class Partitions {
 };
 
 struct PartitionDispatcherOptions {
-  /// Events each partition's queue keeps for a consumer without demand (GenStage: no bound).
+  /// A partition's queue of events beyond its consumer's demand (GenStage: no bound). While a
+  /// subscribed partition queues this many, the dispatcher holds back upstream demand
+  /// (back-pressure: nothing is dropped); a partition without a subscriber keeps this many.
   std::int64_t queue_size = default_producer_buffer_size;
-  /// Which events a full queue keeps; the others are dropped, counted and passed to the
-  /// producer's handle_discarded hook.
+  /// Which events the full queue of a partition without a subscriber keeps; the others are
+  /// dropped, counted and passed to the producer's handle_discarded hook.
   BufferKeep queue_keep = BufferKeep::last;
 };
 
@@ -76,10 +78,12 @@ struct DefaultPartitionHash {};
 /// The hash returns the partition: an integer (a partition name, which for a count n is the
 /// index 0..n-1), a Partition or a string name, or a std::optional of one of those.
 ///
-/// Differences from GenStage (docs/GENSTAGE.md): per-partition queues are bounded (queue_size,
-/// queue_keep) and counted in the producer's buffered metric and each edge's `queued` metric;
-/// events a cancelled partition still queued are reported as dropped (GenStage discards them
-/// silently); events the hash drops are counted in the producer's `filtered` metric.
+/// Differences from GenStage (docs/GENSTAGE.md): per-partition queues are bounded (queue_size:
+/// upstream demand is held back while a subscribed partition's queue is full; a partition
+/// without a subscriber drops by queue_keep) and counted in the producer's buffered metric and each
+/// edge's `queued` metric; events a cancelled partition still queued are reported as dropped
+/// (GenStage discards them silently); events the hash drops are counted in the producer's
+/// `filtered` metric.
 template <class Event, class Hash = DefaultPartitionHash>
 class PartitionDispatcher final : public Dispatcher<Event> {
  public:
@@ -176,15 +180,15 @@ class PartitionDispatcher final : public Dispatcher<Event> {
     if (p.queue.empty()) {
       pending_ += p.demand;
       p.demand = 0;
-      return 0;
+      return release_withheld();  // a backed-up partition may just have left
     }
     // GenStage discards the queue and asks upstream for as many replacements; we report them.
     const auto k = p.queue.size();
     drop_front(slot, k, "the queue of cancelled partition " + partitions_[slot].to_string(), out);
     p.demand = 0;
-    waiting_ += static_cast<std::int64_t>(k);
+    withheld_ += static_cast<std::int64_t>(k);
     release_passed_infos(out);
-    return k;
+    return release_withheld();
   }
 
   std::size_t ask(SubscriberId id, std::size_t n, Outbox<Event>& out) override {
@@ -195,9 +199,8 @@ class PartitionDispatcher final : public Dispatcher<Event> {
     p.demand += left;
     const auto already = std::min<std::int64_t>(pending_, static_cast<std::int64_t>(n));
     pending_ -= already;
-    const auto up = static_cast<std::int64_t>(n) - already;
-    waiting_ += up;
-    return static_cast<std::size_t>(up);
+    withheld_ += static_cast<std::int64_t>(n) - already;
+    return release_withheld();
   }
 
   std::size_t dispatch(std::span<Event> events, Outbox<Event>& out) override {
@@ -258,6 +261,8 @@ class PartitionDispatcher final : public Dispatcher<Event> {
 
   // ---- introspection (tests) ------------------------------------------------------------------
   std::int64_t waiting() const { return waiting_; }
+  /// Upstream demand held back while a subscribed partition's queue is full.
+  std::int64_t withheld() const { return withheld_; }
   std::int64_t pending() const { return pending_; }
   /// A partition's integer demand (0 while it has a queue).
   std::int64_t demand_of(const Partition& p) const { return parts_[slot(p)].demand; }
@@ -354,6 +359,20 @@ class PartitionDispatcher final : public Dispatcher<Event> {
                               " for an event (partitions: " + partitions_.to_string() + ")");
   }
 
+  /// Back-pressure per partition (GenStage asks upstream for every ask, so the queue of a
+  /// partition slower than the others grows without bound): while a subscribed partition holds
+  /// queue_size events or more, upstream demand is held back; it is passed on, all at once, when
+  /// every subscribed partition is below queue_size again. Returns what to ask upstream now.
+  std::size_t release_withheld() {
+    if (withheld_ == 0) return 0;
+    const auto limit = static_cast<std::size_t>(options_.queue_size);
+    for (auto& p : parts_)
+      if (p.subscriber && p.queue.size() >= limit) return 0;
+    const auto up = std::exchange(withheld_, 0);
+    waiting_ += up;
+    return static_cast<std::size_t>(up);
+  }
+
   /// Sends up to n queued events, one message per run between info markers, releasing the
   /// infos passed. Returns what is left of n.
   std::int64_t send_queued(std::size_t slot, std::int64_t n, Outbox<Event>& out) {
@@ -373,9 +392,17 @@ class PartitionDispatcher final : public Dispatcher<Event> {
     return n;
   }
 
+  /// Queues events beyond a partition's demand. A subscribed partition's queue is bounded by
+  /// the withheld demand (release_withheld: at most queue_size plus the demand already passed
+  /// upstream); an unsubscribed one's (a dynamic producer's partition nobody took yet) keeps
+  /// queue_size events, by queue_keep, and reports the others as dropped.
   void enqueue(std::size_t slot, std::span<Event> events, Outbox<Event>& out) {
     auto& p = parts_[slot];
     if (events.empty()) return;
+    if (p.subscriber) {
+      p.queue.append(events);
+      return;
+    }
     const auto cap = static_cast<std::uint64_t>(options_.queue_size);
     auto where = [&] { return "the queue of partition " + partitions_[slot].to_string(); };
     if (options_.queue_keep == BufferKeep::first) {
@@ -432,8 +459,9 @@ class PartitionDispatcher final : public Dispatcher<Event> {
   std::vector<Part> parts_;
   std::map<SubscriberId, std::size_t> slot_of_;
   std::deque<PendingInfo> infos_;
-  std::int64_t waiting_ = 0;  // upstream demand not yet used by dispatch
-  std::int64_t pending_ = 0;  // asked upstream for subscribers that left
+  std::int64_t waiting_ = 0;   // upstream demand not yet used by dispatch
+  std::int64_t pending_ = 0;   // asked upstream for subscribers that left
+  std::int64_t withheld_ = 0;  // owed upstream, held while a subscribed partition is backed up
 };
 
 }  // namespace sluice

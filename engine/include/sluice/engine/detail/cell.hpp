@@ -778,8 +778,9 @@ class Cell final : public CellBase,
       const auto cap = static_cast<std::uint64_t>(buffer_size_);
       if (keep_ == BufferKeep::first) {
         const auto space = cap > buffer_.size() ? cap - buffer_.size() : 0;
-        const auto keep = static_cast<std::size_t>(std::min<std::uint64_t>(space, rest.size()));
-        buffer_.append(rest.first(keep));
+        const auto keep = std::min<std::uint64_t>(space, rest.size());
+        for (std::size_t i = 0; i < keep; ++i)
+          buffer_.push_back(std::move(rest[i]));
         discard(rest.subspan(keep));
       } else {
         if (rest.size() >= cap) {
@@ -789,7 +790,8 @@ class Cell final : public CellBase,
         } else if (buffer_.size() + rest.size() > cap) {
           drop_front_of_buffer(buffer_.size() + rest.size() - cap);
         }
-        buffer_.append(rest);
+        for (auto& e : rest)
+          buffer_.push_back(std::move(e));
       }
     }
   }
@@ -843,7 +845,8 @@ class Cell final : public CellBase,
       }
       if (events.empty()) return;
       acc_.push_back({false, static_cast<std::int64_t>(events.size())});  // its own dispatch
-      held_.append(events);
+      for (auto& e : events)
+        held_.push_back(std::move(e));
     }
   }
 
