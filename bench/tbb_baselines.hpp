@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -32,6 +33,35 @@ inline std::vector<std::int64_t> next_batch(std::int64_t& next, std::int64_t eve
   for (std::int64_t i = 0; i < n; ++i)
     m.push_back(next++);
   return m;
+}
+
+/// A source body (input_node, or parallel_pipeline's first filter) emitting next..events-1, one
+/// per call, as a `Msg` (an int64_t or an optional of one).
+template <class Msg>
+auto each_event(std::int64_t& next, std::int64_t events) {
+  return [&next, events](oneapi::tbb::flow_control& fc) -> Msg {
+    if (next >= events) {
+      fc.stop();
+      return Msg{};
+    }
+    return Msg(next++);
+  };
+}
+
+/// The same in the user's batches of up to 1024 events: `Msg` is a std::vector, or a
+/// shared_ptr to a const one (what a broadcast_node passes on without copying).
+template <class Msg>
+auto each_batch(std::int64_t& next, std::int64_t events) {
+  return [&next, events](oneapi::tbb::flow_control& fc) -> Msg {
+    if (next >= events) {
+      fc.stop();
+      return Msg{};
+    }
+    if constexpr (std::is_same_v<Msg, std::vector<std::int64_t>>)
+      return next_batch(next, events);
+    else
+      return std::make_shared<const std::vector<std::int64_t>>(next_batch(next, events));
+  };
 }
 
 /// A linear chain: source → `maps` maps (+1 each) → a filter keeping even values (if `filter`)
@@ -92,13 +122,7 @@ inline std::int64_t flow_chain(std::int64_t events, Chain c, bool batched) {
   if (batched) {
     using Msg = std::vector<std::int64_t>;
     run.template operator()<Msg>(
-        [&](oneapi::tbb::flow_control& fc) -> Msg {
-          if (next >= events) {
-            fc.stop();
-            return {};
-          }
-          return next_batch(next, events);
-        },
+        each_batch<Msg>(next, events),
         [](Msg m) {
           for (auto& e : m)
             e = plus_one(e);
@@ -117,14 +141,8 @@ inline std::int64_t flow_chain(std::int64_t events, Chain c, bool batched) {
         });
   } else {
     run.template operator()<std::int64_t>(
-        [&](oneapi::tbb::flow_control& fc) -> std::int64_t {
-          if (next >= events) {
-            fc.stop();
-            return 0;
-          }
-          return next++;
-        },
-        [](std::int64_t e) { return plus_one(e); }, [](std::int64_t& s, std::int64_t e) { s += e; },
+        each_event<std::int64_t>(next, events), [](std::int64_t e) { return plus_one(e); },
+        [](std::int64_t& s, std::int64_t e) { s += e; },
         [](std::int64_t e, auto& out) {
           if (is_even(e)) out.try_put(e);
         });
@@ -141,13 +159,7 @@ inline std::int64_t pipeline_chain(std::int64_t events, Chain c, bool batched) {
   const auto mode = tbb::filter_mode::serial_in_order;
   if (batched) {
     using Msg = std::vector<std::int64_t>;
-    auto chain = tbb::make_filter<void, Msg>(mode, [&](tbb::flow_control& fc) -> Msg {
-      if (next >= events) {
-        fc.stop();
-        return {};
-      }
-      return next_batch(next, events);
-    });
+    auto chain = tbb::make_filter<void, Msg>(mode, each_batch<Msg>(next, events));
     for (int k = 0; k < c.maps; ++k)
       chain = chain & tbb::make_filter<Msg, Msg>(mode, [](Msg m) {
                 for (auto& e : m)
@@ -165,13 +177,7 @@ inline std::int64_t pipeline_chain(std::int64_t events, Chain c, bool batched) {
                                }));
   } else {
     using Msg = std::optional<std::int64_t>;
-    auto chain = tbb::make_filter<void, Msg>(mode, [&](tbb::flow_control& fc) -> Msg {
-      if (next >= events) {
-        fc.stop();
-        return {};
-      }
-      return next++;
-    });
+    auto chain = tbb::make_filter<void, Msg>(mode, each_event<Msg>(next, events));
     for (int k = 0; k < c.maps; ++k)
       chain = chain & tbb::make_filter<Msg, Msg>(mode, [](Msg e) { return plus_one(*e); });
     if (c.filter)
@@ -193,13 +199,7 @@ inline std::int64_t flow_fan_out(std::int64_t events, std::size_t consumers, boo
   std::int64_t next = 0;
   if (batched) {
     using Msg = std::vector<std::int64_t>;
-    flow::input_node<Msg> src(g, [&](oneapi::tbb::flow_control& fc) -> Msg {
-      if (next >= events) {
-        fc.stop();
-        return {};
-      }
-      return next_batch(next, events);
-    });
+    flow::input_node<Msg> src(g, each_batch<Msg>(next, events));
     flow::function_node<Msg> sink(g, consumers, [&](const Msg& m) {
       std::int64_t s = 0;
       for (auto e : m)
@@ -210,13 +210,7 @@ inline std::int64_t flow_fan_out(std::int64_t events, std::size_t consumers, boo
     src.activate();
     g.wait_for_all();
   } else {
-    flow::input_node<std::int64_t> src(g, [&](oneapi::tbb::flow_control& fc) -> std::int64_t {
-      if (next >= events) {
-        fc.stop();
-        return 0;
-      }
-      return next++;
-    });
+    flow::input_node<std::int64_t> src(g, each_event<std::int64_t>(next, events));
     flow::function_node<std::int64_t> sink(g, consumers, [&](std::int64_t e) { sum.fetch_add(e); });
     flow::make_edge(src, sink);
     src.activate();
@@ -234,13 +228,7 @@ inline std::int64_t flow_broadcast(std::int64_t events, std::size_t consumers, b
   std::int64_t next = 0;
   if (batched) {
     using Msg = std::shared_ptr<const std::vector<std::int64_t>>;
-    flow::input_node<Msg> src(g, [&](oneapi::tbb::flow_control& fc) -> Msg {
-      if (next >= events) {
-        fc.stop();
-        return {};
-      }
-      return std::make_shared<const std::vector<std::int64_t>>(next_batch(next, events));
-    });
+    flow::input_node<Msg> src(g, each_batch<Msg>(next, events));
     flow::broadcast_node<Msg> fan(g);
     std::vector<std::unique_ptr<flow::function_node<Msg>>> sinks;
     for (std::size_t c = 0; c < consumers; ++c) {
@@ -255,13 +243,7 @@ inline std::int64_t flow_broadcast(std::int64_t events, std::size_t consumers, b
     src.activate();
     g.wait_for_all();
   } else {
-    flow::input_node<std::int64_t> src(g, [&](oneapi::tbb::flow_control& fc) -> std::int64_t {
-      if (next >= events) {
-        fc.stop();
-        return 0;
-      }
-      return next++;
-    });
+    flow::input_node<std::int64_t> src(g, each_event<std::int64_t>(next, events));
     flow::broadcast_node<std::int64_t> fan(g);
     std::vector<std::unique_ptr<flow::function_node<std::int64_t>>> sinks;
     for (std::size_t c = 0; c < consumers; ++c) {
@@ -324,13 +306,7 @@ std::int64_t flow_partition(std::int64_t events, bool batched) {
   if (batched) {
     using Msg = std::vector<std::int64_t>;
     run.template operator()<Msg>(
-        [&](oneapi::tbb::flow_control& fc) -> Msg {
-          if (next >= events) {
-            fc.stop();
-            return {};
-          }
-          return next_batch(next, events);
-        },
+        each_batch<Msg>(next, events),
         [](const Msg& in, auto put) {
           std::array<Msg, N> parts;
           for (auto& p : parts)
@@ -346,13 +322,7 @@ std::int64_t flow_partition(std::int64_t events, bool batched) {
         });
   } else {
     run.template operator()<std::int64_t>(
-        [&](oneapi::tbb::flow_control& fc) -> std::int64_t {
-          if (next >= events) {
-            fc.stop();
-            return 0;
-          }
-          return next++;
-        },
+        each_event<std::int64_t>(next, events),
         [](std::int64_t e, auto put) { put(static_cast<std::size_t>(e) % N, e); },
         [](std::int64_t& s, std::int64_t e) { s += e; });
   }
@@ -381,31 +351,14 @@ inline std::int64_t flow_fan_in(std::int64_t per_source, std::size_t sources, bo
   };
   if (batched) {
     using Msg = std::vector<std::int64_t>;
-    run.template operator()<Msg>(
-        [&](std::int64_t& n) {
-          return [&n, per_source](oneapi::tbb::flow_control& fc) -> Msg {
-            if (n >= per_source) {
-              fc.stop();
-              return {};
-            }
-            return next_batch(n, per_source);
-          };
-        },
-        [](std::int64_t& s, const Msg& m) {
-          for (auto e : m)
-            s += e;
-        });
+    run.template operator()<Msg>([&](std::int64_t& n) { return each_batch<Msg>(n, per_source); },
+                                 [](std::int64_t& s, const Msg& m) {
+                                   for (auto e : m)
+                                     s += e;
+                                 });
   } else {
     run.template operator()<std::int64_t>(
-        [&](std::int64_t& n) {
-          return [&n, per_source](oneapi::tbb::flow_control& fc) -> std::int64_t {
-            if (n >= per_source) {
-              fc.stop();
-              return 0;
-            }
-            return n++;
-          };
-        },
+        [&](std::int64_t& n) { return each_event<std::int64_t>(n, per_source); },
         [](std::int64_t& s, std::int64_t e) { s += e; });
   }
   return sum;
