@@ -51,6 +51,34 @@ struct InOrder {  // reads shared batches: takes std::span<const Event>
   }
 };
 
+/// A consumer on manual demand: asks `first` when it subscribes, then nothing until an info
+/// tells it to go on; from then on it keeps `window` events asked. Counts and sums what it gets in
+/// seen[its instance].
+struct HeldBack {
+  std::shared_ptr<std::vector<Seen>> seen;
+  std::int64_t first = 0, window = 0;
+  bool go = false;
+  std::int64_t outstanding = 0;  // asked and not received
+  void ask(sluice::Context<void>& c, std::int64_t n) {
+    outstanding += n;
+    c.ask(0, n);
+  }
+  void handle_subscribe(const sluice::SubscribeInfo&, sluice::Context<void>& c) { ask(c, first); }
+  void handle_events(std::span<Event> evs, sluice::Context<void>& c) {
+    auto& s = (*seen)[c.instance()];
+    for (auto v : evs) {
+      ++s.count;
+      s.sum += static_cast<std::uint64_t>(v);
+    }
+    outstanding -= static_cast<std::int64_t>(evs.size());
+    if (go) ask(c, static_cast<std::int64_t>(evs.size()));
+  }
+  void handle_info(std::any&, sluice::Context<void>& c) {
+    go = true;
+    ask(c, window - outstanding);
+  }
+};
+
 std::uint64_t sum_below(Event n) {
   return static_cast<std::uint64_t>(n) * static_cast<std::uint64_t>(n - 1) / 2;
 }
@@ -253,31 +281,12 @@ TEST_CASE("partition: 10 million events to 8 consumers, each exactly once, each 
 TEST_CASE("partition: skew shows in the metrics, per partition") {
   // 9 of 10 events go to partition 0. Both consumers ask 100 by hand, then nothing until told
   // to go on: the metrics show partition 0's backlog in its edge's `queued`.
-  struct Sink {
-    std::shared_ptr<std::vector<Seen>> seen;
-    bool go = false;
-    std::int64_t outstanding = 0;  // asked and not received
-    void ask(sluice::Context<void>& c, std::int64_t n) {
-      outstanding += n;
-      c.ask(0, n);
-    }
-    void handle_subscribe(const sluice::SubscribeInfo&, sluice::Context<void>& c) { ask(c, 100); }
-    void handle_events(std::span<Event> evs, sluice::Context<void>& c) {
-      (*seen)[c.instance()].count += evs.size();
-      outstanding -= static_cast<std::int64_t>(evs.size());
-      if (go) ask(c, static_cast<std::int64_t>(evs.size()));
-    }
-    void handle_info(std::any&, sluice::Context<void>& c) {
-      go = true;
-      ask(c, 100 - outstanding);
-    }
-  };
   auto seen = std::make_shared<std::vector<Seen>>(2);
   sluice::Engine e;
   auto src = e.producer<Event>(
       "source", Source{0, 1000},
       sluice::partition_dispatcher<Event>(2, [](Event& v) { return v % 10 == 9 ? 1 : 0; }));
-  auto sink = e.consumer<Event>("sink", Sink{seen}, 2);
+  auto sink = e.consumer<Event>("sink", HeldBack{seen, 100, 100}, 2);
   e.subscribe(sink, src, {.max_demand = 100, .demand = sluice::DemandControl::manual});
   auto run = e.start(sluice_test::manual());
   run.run_until_idle();
@@ -310,28 +319,6 @@ TEST_CASE("partition: a slow partition holds the producer back, nothing is dropp
   // asks up to 1000 as it handles. Each ask of partition 1 brings as many events for partition
   // 0 as for itself: its queue would grow to about partition 1's demand (past queue_size, so
   // dropping). Here upstream demand is held back once it queues queue_size.
-  struct Stalled {
-    std::shared_ptr<std::vector<Seen>> seen;
-    bool go = false;
-    std::int64_t outstanding = 0;  // asked and not received
-    void ask(sluice::Context<void>& c, std::int64_t n) {
-      outstanding += n;
-      c.ask(0, n);
-    }
-    void handle_subscribe(const sluice::SubscribeInfo&, sluice::Context<void>& c) { ask(c, 10); }
-    void handle_events(std::span<Event> evs, sluice::Context<void>& c) {
-      for (auto v : evs) {
-        ++(*seen)[0].count;
-        (*seen)[0].sum += static_cast<std::uint64_t>(v);
-      }
-      outstanding -= static_cast<std::int64_t>(evs.size());
-      if (go) ask(c, static_cast<std::int64_t>(evs.size()));
-    }
-    void handle_info(std::any&, sluice::Context<void>& c) {
-      go = true;
-      ask(c, 100 - outstanding);
-    }
-  };
   struct Fast {
     std::shared_ptr<std::vector<Seen>> seen;
     void handle_events(std::span<Event> evs, sluice::Context<void>&) {
@@ -347,7 +334,7 @@ TEST_CASE("partition: a slow partition holds the producer back, nothing is dropp
   auto src = e.producer<Event>(
       "source", Source{0, n},
       sluice::partition_dispatcher<Event>(2, [](Event& v) { return v % 2; }, {.queue_size = 50}));
-  auto stalled = e.consumer<Event>("stalled", Stalled{seen});
+  auto stalled = e.consumer<Event>("stalled", HeldBack{seen, 10, 100});
   auto fast = e.consumer<Event>("fast", Fast{seen});
   e.subscribe(stalled, src,
               {.max_demand = 100,
