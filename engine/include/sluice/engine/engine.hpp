@@ -23,6 +23,7 @@
 #include <sluice/engine/detail/executor.hpp>
 #include <sluice/engine/detail/run_core.hpp>
 #include <sluice/engine/detail/tbb_backend.hpp>
+#include <sluice/engine/diagnosis.hpp>
 #include <sluice/engine/dispatcher.hpp>
 #include <sluice/engine/metrics.hpp>
 #include <sluice/engine/options.hpp>
@@ -138,9 +139,17 @@ Edge<Event>* make_edge(std::uint32_t producer_cell, std::uint32_t consumer_cell,
   EdgeRecord r;
   r.metrics = [e = edge.get(), producer, consumer,
                part = eo.partition ? eo.partition->to_string() : std::string()] {
-    return EdgeMetrics{
-        producer,           consumer, e->pushed_approx(), e->consumed_approx(), e->credit_approx(),
-        e->queued_approx(), part};
+    EdgeMetrics m;
+    m.producer = producer;
+    m.consumer = consumer;
+    m.sent = e->pushed_approx();
+    m.received = e->consumed_approx();
+    m.credit = e->credit_approx();
+    m.asked = e->asked_approx();
+    m.manual_demand = e->manual();
+    m.queued = e->queued_approx();
+    m.partition = part;
+    return m;
   };
   auto* raw = edge.get();
   r.edge = std::move(edge);
@@ -237,6 +246,11 @@ class Run {
 
   /// Per stage and per edge counters. Any thread, while running or after.
   Metrics metrics() const;
+
+  /// Which stage waits on what, edge by edge (zero demand, a full buffer, accumulate mode, a
+  /// source waiting for an external push, a busy consumer), from a fresh metrics() snapshot.
+  /// Ask for it when a run makes no progress. Any thread.
+  Diagnosis diagnose() const { return sluice::diagnose(metrics()); }
 
   /// Delivers `message` to the stage's handle_info as soon as it runs (GenStage: a plain message
   /// sent to the stage). Any thread; lock-free; does not wait.

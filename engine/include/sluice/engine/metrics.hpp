@@ -14,14 +14,16 @@ struct StageMetrics {
   std::string name;
   std::size_t instance = 0;
   StageKind kind = StageKind::producer;
-  std::uint64_t events_in = 0;   ///< events handed to handle_events
-  std::uint64_t events_out = 0;  ///< events sent to subscribers
-  std::uint64_t buffered = 0;    ///< events in the producer buffer (and dispatcher queues)
-  std::uint64_t dropped = 0;     ///< events discarded by a full buffer (passed to the hook)
-  std::uint64_t lost = 0;        ///< events discarded because the stage stopped early
-  std::uint64_t filtered = 0;    ///< events its dispatcher dropped on purpose (hash: none)
-  std::int64_t demand = 0;       ///< demand received from subscribers and not yet served
-  double busy_seconds = 0;       ///< time spent running
+  std::uint64_t events_in = 0;        ///< events handed to handle_events
+  std::uint64_t events_out = 0;       ///< events sent to subscribers
+  std::uint64_t buffered = 0;         ///< events in the producer buffer (and dispatcher queues)
+  std::uint64_t dropped = 0;          ///< events discarded by a full buffer (passed to the hook)
+  std::uint64_t lost = 0;             ///< events discarded because the stage stopped early
+  std::uint64_t filtered = 0;         ///< events its dispatcher dropped on purpose (hash: none)
+  std::int64_t demand = 0;            ///< demand received from subscribers and not yet served
+  std::uint64_t buffer_capacity = 0;  ///< its buffer_size (0: no bound, or no output)
+  bool accumulating = false;          ///< a producer in accumulate demand mode (GenStage demand/2)
+  double busy_seconds = 0;            ///< time spent running
   bool finished = false;
   /// Once finished: why ("normal", "shutdown" or the error message).
   std::string stop_reason;
@@ -35,6 +37,8 @@ struct EdgeMetrics {
   std::uint64_t received = 0;  ///< events the consumer has handled (sent - received: in flight,
                                ///< or lost if the consumer stopped early)
   std::int64_t credit = 0;     ///< demand granted and not yet collected by the producer
+  std::uint64_t asked = 0;     ///< demand the consumer granted in all (asked - sent: still owed)
+  bool manual_demand = false;  ///< the consumer asks by hand (DemandControl::manual)
   std::uint64_t queued = 0;    ///< events the producer's dispatcher holds for this consumer
                                ///< (a partition's queue: skew shows here)
   std::string partition;       ///< the partition this edge takes, if any ("3", "'odd'")

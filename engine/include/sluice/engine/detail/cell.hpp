@@ -96,7 +96,10 @@ class Cell final : public CellBase,
         mode_(options.demand),
         dynamic_(options.dynamic),
         dispatcher_(std::move(dispatcher)),
-        outbox_(*this) {}
+        outbox_(*this) {
+    if (has_out && buffer_size_ != infinity)
+      buffer_capacity_ = static_cast<std::uint64_t>(buffer_size_);
+  }
 
   ~Cell() override {
     if (pool_ != nullptr) pool_->close();  // lives on until its last batch comes back
@@ -444,6 +447,7 @@ class Cell final : public CellBase,
         o.edge->set_queued(o.open ? dispatcher_->queued(id) : 0);
       }
       demand_.set(d);
+      accumulating_.set(mode_ == DemandMode::accumulate ? 1 : 0);
     }
   }
 

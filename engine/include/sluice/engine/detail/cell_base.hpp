@@ -116,6 +116,8 @@ class CellBase : public Schedulable, public CellControl {
     m.lost = lost_.get();
     m.filtered = filtered_.get();
     m.demand = demand_.get();
+    m.buffer_capacity = buffer_capacity_;
+    m.accumulating = accumulating_.get() != 0;
     m.busy_seconds = static_cast<double>(busy_ns_.get()) * 1e-9;
     // Acquire pairs with the release in mark_finished: stop_reason_ is then complete.
     m.finished = finished_.load(std::memory_order_acquire);
@@ -162,6 +164,8 @@ class CellBase : public Schedulable, public CellControl {
   const StageKind kind_;
   OwnedCounter<std::uint64_t> events_in_, events_out_, buffered_, dropped_, lost_, filtered_;
   OwnedCounter<std::int64_t> demand_;
+  OwnedCounter<std::uint32_t> accumulating_;  // 1 while in accumulate demand mode
+  std::uint64_t buffer_capacity_ = 0;         // set once, before the run starts
   OwnedCounter<std::uint64_t> busy_ns_;
   std::atomic<bool> finished_{false};
   Reason stop_reason_;  // written once, before finished_

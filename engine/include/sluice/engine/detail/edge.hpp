@@ -74,7 +74,8 @@ class Edge {
         ask_capacity_(std::bit_ceil(std::min<std::size_t>(max_demand, ask_ring_max) + 1)),
         asks_(std::make_unique<std::int64_t[]>(ask_capacity_)),
         producer_cell_(producer_cell),
-        consumer_cell_(consumer_cell) {}
+        consumer_cell_(consumer_cell),
+        manual_(manual) {}
 
   Edge(const Edge&) = delete;
   Edge& operator=(const Edge&) = delete;
@@ -279,6 +280,8 @@ class Edge {
   std::uint64_t pushed_approx() const noexcept { return pushed_.get(); }
   std::uint64_t consumed_approx() const noexcept { return consumed_.get(); }
   /// Demand asked for and not yet collected by the producer.
+  std::uint64_t asked_approx() const noexcept { return asked_.get(); }
+  bool manual() const noexcept { return manual_; }
   std::int64_t credit_approx() const noexcept {
     return static_cast<std::int64_t>(asked_.get() - taken_.get());
   }
@@ -292,6 +295,7 @@ class Edge {
   const std::unique_ptr<std::int64_t[]> asks_;
   const std::uint32_t producer_cell_;
   const std::uint32_t consumer_cell_;
+  const bool manual_;
 
  public:
   /// Asks kept apart at most; beyond, they are combined (see the class comment).
