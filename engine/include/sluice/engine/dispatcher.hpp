@@ -94,8 +94,11 @@ class Outbox {
   /// Events the dispatcher gives up (a full queue, a cancelled partition): counted as dropped
   /// in the producer's metrics, passed to its handle_discarded hook and logged with `why`.
   virtual void discard(std::span<Event> events, std::string_view why) = 0;
-  /// `n` events the dispatcher dropped on purpose (a partition hash returning none): counted in
-  /// the producer's `filtered` metric, not as a loss.
+  /// `n` of the events passed to this dispatch call were dropped on purpose (a partition hash
+  /// returning none): counted in the producer's `filtered` metric, not as a loss. They meet no
+  /// demand: the engine does not count them against the producer's demand, and asks a source
+  /// that met its demand with them for as many more (otherwise the consumers could wait for
+  /// ever for events they asked for).
   virtual void filtered(std::size_t n) = 0;
   /// Delivers the info message `token` to the producer's handle_info now.
   virtual void release_info(std::uint64_t token) = 0;

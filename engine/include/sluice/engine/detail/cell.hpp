@@ -281,7 +281,10 @@ class Cell final : public CellBase,
     void discard(std::span<OutEvent> events, std::string_view why) override {
       c_.discard(events, why);
     }
-    void filtered(std::size_t n) override { c_.filtered_.add(n); }
+    void filtered(std::size_t n) override {
+      c_.filtered_.add(n);
+      c_.filtered_seen_ += n;
+    }
     void release_info(std::uint64_t token) override { c_.ready_infos_.push_back(token); }
     void ask_on_behalf(SubscriberId of, std::size_t n) override {
       c_.self_asks_.emplace_back(of, n);
@@ -544,6 +547,10 @@ class Cell final : public CellBase,
             demand_path(static_cast<std::int64_t>(dispatcher_->ask(id, n, outbox_)));
           continue;
         }
+        if (replacements_ > 0) {  // events the dispatcher dropped on purpose are replaced
+          demand_path(std::exchange(replacements_, 0));
+          continue;
+        }
         if (replay_pending_) {
           replay_pending_ = false;
           replay_accumulated();
@@ -714,8 +721,11 @@ class Cell final : public CellBase,
       // DemandDispatcher's `pending` absorbs an ask after a subscriber left with demand.)
       if (!buffer_.empty()) {
         const auto before = buffer_.popped_total();
+        const auto filtered_before = filtered_seen_;
         take_from_buffer(static_cast<std::int64_t>(buffer_.size()));
-        k -= static_cast<std::int64_t>(buffer_.popped_total() - before);
+        // Events the dispatcher dropped on purpose (Outbox::filtered) met no demand.
+        k -= static_cast<std::int64_t>((buffer_.popped_total() - before) -
+                                       (filtered_seen_ - filtered_before));
       }
       if (k <= 0 || stopped_) return;
       if constexpr (has_in) {
@@ -768,9 +778,17 @@ class Cell final : public CellBase,
         }
       }
       std::span<OutEvent> all(staged_);
+      const auto filtered_before = filtered_seen_;
       const auto took = dispatcher_->dispatch(all, outbox_);
-      if constexpr (has_in)  // GenStage 1.8: the events actually sent use up downstream demand
-        pc_counter_ = std::max<std::int64_t>(pc_counter_ - static_cast<std::int64_t>(took), 0);
+      // Events the dispatcher dropped on purpose (a partition hash's none) met no demand; GenStage
+      // counts them, which stalls a graph whose consumers then wait for events nobody emits.
+      const auto dropped = static_cast<std::int64_t>(filtered_seen_ - filtered_before);
+      if constexpr (has_in) {  // GenStage 1.8: the events actually sent use up downstream demand
+        pc_counter_ =
+            std::max<std::int64_t>(pc_counter_ - (static_cast<std::int64_t>(took) - dropped), 0);
+      } else if (took == all.size()) {
+        replacements_ += dropped;  // the source met its demand with them: ask it for more
+      }
       store_leftovers(all.subspan(took));
       staged_.clear();
     }
@@ -1168,6 +1186,8 @@ class Cell final : public CellBase,
   std::deque<std::pair<std::uint64_t, std::uint64_t>> buffered_infos_;  // (position, token)
   std::deque<std::uint64_t> ready_infos_;
   std::deque<std::pair<SubscriberId, std::size_t>> self_asks_;
+  std::uint64_t filtered_seen_ = 0;  // Outbox::filtered, in all (owner thread)
+  std::int64_t replacements_ = 0;    // demand a source is asked again for (dispatch_staged)
   struct InputInfo {
     std::vector<std::uint64_t> behind;  // per subscription: messages to handle first
     std::any msg;
