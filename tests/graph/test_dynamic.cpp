@@ -1,5 +1,6 @@
 // Attaching and detaching consumers while a graph runs (GenStage's dynamic subscribe and cancel).
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -372,5 +373,44 @@ TEST_CASE("two application threads attach and detach consumers while a broadcast
   CHECK(m.stages.size() == 42);
   for (auto& s : m.stages)
     CHECK(s.finished);
+}
+}  // TEST_SUITE("graph.dynamic")
+
+TEST_SUITE("graph.dynamic") {
+// Found by the fuzz target: drain waited for ever on a dynamic producer_consumer nobody consumed
+// from, which could not hand on its input (no demand) and so never saw its inputs end.
+TEST_CASE("drain ends a dynamic producer_consumer with no consumer, reporting what it held") {
+  for (bool partitioned : {false, true}) {
+    CAPTURE(partitioned);
+    struct Five {
+      int n = 0;
+      void handle_demand(std::size_t d, sluice::Context<int>& c) {
+        for (std::size_t i = 0; i < d && n < 5; ++i)
+          c.emit(n++);
+        if (n >= 5) c.finish();
+      }
+    };
+    sluice::Graph g;
+    auto source = g.source<int>("src", Five{}, {.instances = 2, .dynamic = true});
+    auto stage = source.map("stage", [](int x) { return x; }, {.dynamic = true});
+    if (partitioned) stage.partition(4, [](const int& x) { return x % 4; });
+    auto run = g.run();
+    // Before the drain the diagnosis says why nothing moves.
+    sluice::Diagnosis d;
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (d.of(sluice::Finding::Kind::awaits_downstream).size() < 2 &&
+           std::chrono::steady_clock::now() < give_up)
+      d = run.diagnose();
+    CHECK(d.to_string() ==
+          "edge 'src#0' -> 'stage': 'stage' has 5 events it does not handle yet: none of its own "
+          "consumers asks\n"
+          "edge 'src#1' -> 'stage': 'stage' has 5 events it does not handle yet: none of its own "
+          "consumers asks\n");
+    run.drain();
+    const auto m = run.metrics();
+    CHECK(m.undelivered() == 10);
+    for (auto& s : m.stages)
+      if (s.name == "stage") CHECK(s.stop_reason == "shutdown");
+  }
 }
 }  // TEST_SUITE("graph.dynamic")

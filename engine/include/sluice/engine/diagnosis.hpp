@@ -21,6 +21,8 @@ struct Finding {
     awaits_upstream,  ///< a producer_consumer has demand from downstream and no input to meet it
     consumer_busy,    ///< a consumer has events on the edge it has not handled (slow, or blocked
                       ///< inside a callback)
+    awaits_downstream,  ///< a producer_consumer leaves events on its input: none of its own
+                        ///< consumers asks (it handles events only as they ask)
     owed,         ///< the consumer asked and waits for the producer (see the producer's finding)
     zero_demand,  ///< the consumer asks for nothing more (manual demand not asked, or it is
                   ///< done), so the producer sends nothing on this edge
@@ -113,7 +115,14 @@ inline Diagnosis diagnose(const Metrics& m) {
     const std::string edge = "edge " + quoted(e.producer) + " -> " + quoted(e.consumer) + ": ";
     const auto in_flight = e.sent >= e.received ? e.sent - e.received : 0;
     const auto owed = e.asked > e.sent ? e.asked - e.sent : 0;
-    if (in_flight > 0) {
+    auto c = by_name.find(e.consumer);
+    const bool held_back = c != by_name.end() && c->second->kind == StageKind::producer_consumer &&
+                           c->second->demand <= 0;
+    if (in_flight > 0 && held_back) {
+      d.findings.push_back({Finding::Kind::awaits_downstream, e.producer, e.consumer,
+                            edge + quoted(e.consumer) + " has " + num(in_flight) +
+                                " events it does not handle yet: none of its own consumers asks"});
+    } else if (in_flight > 0) {
       d.findings.push_back({Finding::Kind::consumer_busy, e.producer, e.consumer,
                             edge + quoted(e.consumer) + " has " + num(in_flight) +
                                 " events it has not handled (slow, or blocked in a callback)"});

@@ -708,7 +708,8 @@ class Cell final : public CellBase,
       demand_path(static_cast<std::int64_t>(up));
       settle();
       // A producer nobody consumes from stops, unless it waits for consumers to attach.
-      if (open_out_ == 0 && !dynamic_ && !stopped_) do_stop(Reason::shutdown());
+      // (While draining, a dynamic one stops too: no consumer can attach to finish the drain.)
+      if (open_out_ == 0 && (!dynamic_ || draining_) && !stopped_) do_stop(Reason::shutdown());
     }
   }
 
@@ -928,6 +929,12 @@ class Cell final : public CellBase,
         draining_ = true;
         finish();
       }
+    } else if constexpr (has_out && has_in) {
+      // A dynamic producer_consumer nobody consumes from could never hand on what it holds, and
+      // would not even see its inputs end behind the events it cannot handle: it stops, and
+      // what it held is counted as undelivered.
+      draining_ = true;
+      if (dynamic_ && open_out_ == 0) stop(Reason::shutdown());
     }
   }
 
@@ -1166,7 +1173,7 @@ class Cell final : public CellBase,
   BlockPool<OutEvent>* pool_ = nullptr;  // shared batches (broadcast); closed, not deleted
   static constexpr std::uint64_t busy_sample_every = 8;
   std::uint64_t quanta_ = 0;
-  bool draining_ = false;  // producers: Run::drain asked; handle_demand is no longer called
+  bool draining_ = false;  // Run::drain asked: a source's handle_demand is no longer called
 
   std::vector<InSub> in_;
   std::size_t open_in_ = 0;
