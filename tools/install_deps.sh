@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tools/install_deps.sh - install what the build needs from Debian 12's packages, only if missing.
 set -euo pipefail
-pkgs=(cmake ninja-build g++ libtbb-dev libconcurrentqueue-dev doctest-dev libbenchmark-dev)
+pkgs=(cmake ninja-build g++ libtbb-dev libconcurrentqueue-dev doctest-dev libbenchmark-dev
+      clang-14 libclang-rt-14-dev)  # clang: tools/fuzz.sh (libFuzzer)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -343,11 +343,12 @@ TEST_CASE("stable table: a reader indexes it while a writer appends, nothing mov
   std::atomic<bool> done{false};
   std::uint64_t checked = 0, wrong = 0;
   std::thread reader([&] {
-    do {  // at least one pass, however late this thread starts
+    for (bool last = false; !last;) {  // the last pass starts after the writer has finished
+      last = done.load();
       const auto size = table.size();
       for (std::size_t i = size > 100 ? size - 100 : 0; i < size; ++i, ++checked)
         if (*table[i] != i) ++wrong;
-    } while (!done.load());
+    }
   });
   std::vector<const std::uint64_t*> where;
   std::uint64_t misnumbered = 0, moved = 0;

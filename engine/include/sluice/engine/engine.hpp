@@ -232,11 +232,12 @@ class Run {
   /// dispatched; a source with `handle_drain(ctx)` ends its own way, as a push source, which
   /// closes its stream and delivers what was pushed), lets everything in flight reach the
   /// consumers, and waits for the run to end; then rethrows the first stage failure, like
-  /// wait(). Any thread but a stage's.
+  /// wait(). A `dynamic` producer_consumer with no consumer at that point stops at once (what it
+  /// holds could reach nobody; it is counted in Metrics::undelivered). Any thread but a stage's.
   void drain() {
     auto& cells = core_->cells();
     for (std::size_t i = 0; i < cells.size(); ++i)
-      if (cells[i].kind() == StageKind::producer)
+      if (cells[i].kind() != StageKind::consumer)  // producer_consumers: see Cell::begin_drain
         cells[i].post_external({detail::ExternalCommand::Kind::drain, std::any{}});
     wait();
   }
@@ -556,6 +557,33 @@ class Engine {
 
   void check_name_and_instances(const std::string& name, std::size_t instances) const {
     if (name.empty()) throw option_error("a stage needs a non-empty name");
+    // A control character (a line break) in a name would split the one-problem-per-line reports
+    // and the logs: refused, and shown escaped.
+    bool control = false;
+    std::string shown;
+    for (char ch : name) {
+      const auto u = static_cast<unsigned char>(ch);
+      if (u >= 0x20 && u != 0x7f) {
+        shown += ch;
+        continue;
+      }
+      control = true;
+      static constexpr char hex[] = "0123456789abcdef";
+      if (ch == '\n') {
+        shown += "\\n";
+      } else if (ch == '\r') {
+        shown += "\\r";
+      } else if (ch == '\t') {
+        shown += "\\t";
+      } else {
+        shown += "\\x";
+        shown += hex[u >> 4];
+        shown += hex[u & 0xf];
+      }
+    }
+    if (control)
+      throw option_error("stage '" + shown +
+                         "': option name must not contain control characters (shown escaped)");
     for (auto& d : decls_)
       if (d.name == name) throw option_error("stage '" + name + "': name already used");
     if (instances == 0)
@@ -599,20 +627,20 @@ class Engine {
         ids.push_back(index);
       }
     };
-    decls_.push_back(std::move(d));
+    // One probe dispatcher validates subscriptions as they are declared (before running). Made
+    // first: a factory that throws leaves the engine as it was.
+    std::shared_ptr<const DispatcherBase> probe;
     if constexpr (!std::is_void_v<Out>) {
-      // One probe dispatcher validates subscriptions as they are declared (before running).
-      std::shared_ptr<const DispatcherBase> probe;
       try {
         probe = dispatcher();
       } catch (const option_error& e) {
         throw option_error("stage '" + name + "': " + e.what());
       }
       if (!probe) throw option_error("stage '" + name + "': the dispatcher factory returned null");
-      probes_.push_back(std::move(probe));
-    } else {
-      probes_.emplace_back();
     }
+    probes_.reserve(probes_.size() + 1);  // the two push_backs below cannot throw apart
+    decls_.push_back(std::move(d));
+    probes_.push_back(std::move(probe));
     return decls_.size() - 1;
   }
 
@@ -652,6 +680,10 @@ StageRef<typename P::output_type, void> Run::attach(const P& producer, std::stri
                 "attach: the handler must be a consumer class (handle_events(std::span<T>, "
                 "sluice::Context<void>&)) or a function taking the producer's event");
   if constexpr (!is_class) {
+    if (options.demand == DemandControl::manual)  // nothing would ever ask
+      throw option_error("stage '" + name +
+                         "': option demand: manual demand needs a consumer class that calls "
+                         "ctx.ask; a function sink cannot ask");
     return attach(producer, std::move(name), detail::EachHandler<In, Handler>{std::move(handler)},
                   std::move(options), instances);
   } else {

@@ -67,6 +67,10 @@ struct GraphNode {
   // Declares the stage into an engine; returns its stage id there.
   std::function<std::size_t(Engine&, const GraphNode&)> declare;
   std::vector<std::string> problems;  // found while declaring (reported by compile())
+  /// Its dispatcher options were refused (problems says why): it is still declared (its name and
+  /// instances are checked) but its subscriptions are not made, so they report nothing more.
+  bool broken = false;
+  bool function_handler = false;  // for_each, collect, map, filter, flat_map: it cannot ask
 };
 
 struct GraphLink {
@@ -82,6 +86,56 @@ struct GraphData {
   std::vector<GraphNode> nodes;
   std::vector<GraphLink> links;
 };
+
+/// The most events a push source or a stream may hold (a std::counting_semaphore counts them;
+/// the same bound as max_demand's).
+inline constexpr std::int64_t max_capacity = std::int64_t{1} << 30;
+
+/// The problem with a push source's or a stream's capacity, if any.
+inline std::optional<std::string> capacity_problem(const std::string& stage,
+                                                   std::int64_t capacity) {
+  if (capacity < 1)
+    return "stage '" + stage +
+           "': option capacity must be at least 1, got: " + std::to_string(capacity);
+  if (capacity > max_capacity)
+    return "stage '" + stage +
+           "': option capacity must be at most 2^30, got: " + std::to_string(capacity);
+  return std::nullopt;
+}
+
+/// What a function stage with manual demand is told: nothing in it would ever ask.
+inline std::string function_cannot_ask(StageKind kind, const std::string& what) {
+  return kind == StageKind::consumer
+             ? "option demand: manual demand needs a consumer class that calls ctx.ask; a "
+               "function sink cannot ask"
+             : "option demand: manual demand needs a stage class that calls ctx.ask; a "
+               "function stage (" +
+                   what + ") cannot ask";
+}
+
+/// A problem line with its control characters escaped (a stage name may carry them until the
+/// engine refuses it): compile() reports one problem per line.
+inline std::string escape_controls(const std::string& s) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u != 0x7f) {
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else {
+      out += "\\x";
+      out += hex[u >> 4];
+      out += hex[u & 0xf];
+    }
+  }
+  return out;
+}
 
 // ---- the handlers behind the function stages ----------------------------------------------------
 
@@ -179,6 +233,18 @@ struct FlatMapStage {
   }
 };
 
+/// The handlers of the function stages: they never call ctx.ask.
+template <class Handler>
+inline constexpr bool is_function_stage = false;
+template <class In, class F>
+inline constexpr bool is_function_stage<EachHandler<In, F>> = true;
+template <class In, class Out, class F>
+inline constexpr bool is_function_stage<MapStage<In, Out, F>> = true;
+template <class In, class F>
+inline constexpr bool is_function_stage<FilterStage<In, F>> = true;
+template <class In, class Out, class F>
+inline constexpr bool is_function_stage<FlatMapStage<In, Out, F>> = true;
+
 }  // namespace detail
 
 /// Makes a source that emits the elements of `range` in order, exactly as demand asks
@@ -219,6 +285,7 @@ class Graph {
 
   /// A source fed by application threads through the returned handle: push blocks while
   /// `capacity` events wait (back-pressure), close() ends the stream. One run at a time.
+  /// `capacity` is 1 to 2^30 (compile() reports any other).
   template <class T>
   std::pair<PushHandle<T>, Stage<void, T>> push_source(std::string name,
                                                        std::ptrdiff_t capacity = 1000,
@@ -266,8 +333,11 @@ class Stage {
 
   /// Keeps the events `keep(const Out&)` returns true for.
   template <class F>
-  requires(!std::is_void_v<Out>) && std::predicate<F&, const Out&> Stage<Out, Out> filter(
-                                        std::string name, F keep, StageOptions options = {}) {
+  // (Spelled so that it stays well-formed for Out = void: clang 14 substitutes into it when a
+  // sink's Stage<T, void> is instantiated.)
+  requires(!std::is_void_v<Out>) &&
+      std::predicate<F&, const std::conditional_t<std::is_void_v<Out>, int, Out>&> Stage<
+          Out, Out> filter(std::string name, F keep, StageOptions options = {}) {
     return chain<Out>(std::move(name), StageKind::producer_consumer, "filter",
                       detail::FilterStage<Out, F>{std::move(keep)}, std::move(options));
   }
@@ -315,15 +385,19 @@ class Stage {
 
   /// A sink the application reads from: `for (auto& e : stage.stream("out"))` after run().
   /// At most `capacity` events wait for the reader; the reader's pace is the graph's demand.
-  /// One run at a time.
+  /// One run at a time. `capacity` is 1 to 2^30 (compile() reports any other).
   PullStream<Out> stream(std::string name,
                          std::int64_t capacity = 1000) requires(!std::is_void_v<Out>) {
-    auto state = std::make_shared<detail::StreamState<Out>>(capacity);
+    // An invalid capacity is reported by compile(); the state is made with a valid one.
+    const auto problem = detail::capacity_problem(name, capacity);
+    const auto usable = problem ? std::int64_t{1} : capacity;
+    auto state = std::make_shared<detail::StreamState<Out>>(usable);
     StageOptions o;
-    o.max_demand = capacity;
+    o.max_demand = usable;
     o.demand = DemandControl::manual;
-    chain<void>(std::move(name), StageKind::consumer, "stream", detail::StreamSink<Out>{state},
-                std::move(o));
+    auto s = chain<void>(std::move(name), StageKind::consumer, "stream",
+                         detail::StreamSink<Out>{state}, std::move(o));
+    if (problem) graph_->nodes[s.id()].problems.push_back(*problem);
     return PullStream<Out>(state);
   }
 
@@ -344,21 +418,32 @@ class Stage {
 
   /// This stage's events are split by `hash(Out&)` into `partitions` (PartitionDispatcher); the
   /// stage chained from it takes partition i in its instance i.
+  /// Invalid dispatcher options (no partition, a partition listed twice, named partitions
+  /// without a hash, queue_size < 1) are reported by compile(), naming the stage.
   template <class Hash>
   requires(!std::is_void_v<Out>) Stage& partition(Partitions partitions, Hash hash,
                                                   PartitionDispatcherOptions options = {}) {
-    set_dispatcher("partition",
-                   partition_dispatcher<Out>(std::move(partitions), std::move(hash), options));
+    try {
+      set_dispatcher("partition",
+                     partition_dispatcher<Out>(std::move(partitions), std::move(hash), options));
+    } catch (const option_error& e) {
+      refuse_dispatcher("partition", e);
+    }
     return *this;
   }
   /// Same, with the default hash (std::hash<Out>).
   Stage& partition(Partitions partitions,
                    PartitionDispatcherOptions options = {}) requires(!std::is_void_v<Out>) {
-    set_dispatcher("partition", partition_dispatcher<Out>(std::move(partitions), options));
+    try {
+      set_dispatcher("partition", partition_dispatcher<Out>(std::move(partitions), options));
+    } catch (const option_error& e) {
+      refuse_dispatcher("partition", e);
+    }
     return *this;
   }
 
-  /// Fan-in: this stage also consumes `producer`'s events.
+  /// Fan-in: this stage also consumes `producer`'s events. Only the subscription fields of
+  /// `options` apply (compile() reports the stage's own ones, and a producer of another graph).
   template <class PIn, class POut>
   Stage& subscribe(const Stage<PIn, POut>& producer, StageOptions options = {}) {
     static_assert(!std::is_void_v<In>, "a source cannot subscribe to another stage");
@@ -366,6 +451,25 @@ class Stage {
     static_assert(std::is_same_v<POut, In>,
                   "event types differ: this stage's input type must be the producer's output "
                   "type");
+    auto& node = graph_->nodes[id_];
+    const std::string where =
+        "stage '" + node.name + "' subscribing to '" + producer.name() + "': ";
+    if (producer.graph_ != graph_) {  // its id means another stage here, or none
+      node.problems.push_back(where + "'" + producer.name() + "' belongs to another graph");
+      return *this;
+    }
+    // The options of the stage itself are set where it is declared.
+    auto not_here = [&](const char* option) {
+      node.problems.push_back(where + "option " + option +
+                              ": not a subscription option (set it where the stage is declared)");
+    };
+    if (options.instances != 1) not_here("instances");
+    if (options.buffer_size) not_here("buffer_size");
+    if (options.buffer_keep != BufferKeep::last) not_here("buffer_keep");
+    if (options.demand_mode != DemandMode::forward) not_here("demand_mode");
+    if (options.dynamic) not_here("dynamic");
+    if (node.function_handler && options.demand == DemandControl::manual)
+      node.problems.push_back(where + detail::function_cannot_ask(node.kind, node.what));
     link<In>(producer.id(), id_, options.subscription());
     return *this;
   }
@@ -410,6 +514,15 @@ class Stage {
     node.dispatcher_factory = DispatcherFactory<Out>(std::move(f));
   }
 
+  /// The dispatcher's options were refused: compile() reports it and makes none of the stage's
+  /// subscriptions.
+  void refuse_dispatcher(std::string name, const option_error& e) {
+    auto& node = graph_->nodes[id_];
+    node.dispatcher = std::move(name);
+    node.problems.push_back("stage '" + node.name + "': " + e.what());
+    node.broken = true;
+  }
+
   std::shared_ptr<detail::GraphData> graph_;
   std::size_t id_;
 };
@@ -439,9 +552,7 @@ auto attach_stream(Run& run, const P& producer, std::string name, std::int64_t c
     -> PullStream<typename P::output_type> {
   using T = typename P::output_type;
   static_assert(!std::is_void_v<T>, "attach_stream: the stage is a sink: it emits nothing");
-  if (capacity < 1)
-    throw option_error("stage '" + name +
-                       "': option capacity must be at least 1, got: " + std::to_string(capacity));
+  if (const auto problem = detail::capacity_problem(name, capacity)) throw option_error(*problem);
   auto state = std::make_shared<detail::StreamState<T>>(capacity);
   SubscriptionOptions o;
   o.max_demand = capacity;
@@ -466,6 +577,8 @@ std::size_t Graph::add(std::string name, StageKind kind, std::string what, Handl
   if (kind == StageKind::consumer) {
     if (n.options.buffer_size)
       n.problems.push_back("stage '" + n.name + "': option buffer_size: a sink has no output");
+    if (n.options.buffer_keep != BufferKeep::last)
+      n.problems.push_back("stage '" + n.name + "': option buffer_keep: a sink has no output");
     if (n.options.demand_mode != DemandMode::forward)
       n.problems.push_back("stage '" + n.name +
                            "': option demand_mode: only sources have a demand mode");
@@ -473,8 +586,24 @@ std::size_t Graph::add(std::string name, StageKind kind, std::string what, Handl
       n.problems.push_back("stage '" + n.name +
                            "': option dynamic: a sink has no output to attach to");
   }
-  if (kind == StageKind::producer && n.options.selector.has_value())
-    n.problems.push_back("stage '" + n.name + "': option selector: a source subscribes to nothing");
+  if (kind == StageKind::producer) {  // a source has no input: its subscription options
+    const auto& o = n.options;
+    auto nothing = [&](const char* option) {
+      n.problems.push_back("stage '" + n.name + "': option " + option +
+                           ": a source subscribes to nothing");
+    };
+    if (o.max_demand != default_max_demand) nothing("max_demand");
+    if (o.min_demand) nothing("min_demand");
+    if (o.cancel != CancelMode::permanent) nothing("cancel");
+    if (o.partition) nothing("partition");
+    if (o.demand != DemandControl::automatic) nothing("demand");
+    if (o.selector.has_value()) nothing("selector");
+  }
+  if constexpr (detail::is_function_stage<Handler>) {
+    n.function_handler = true;
+    if (n.options.demand == DemandControl::manual)
+      n.problems.push_back("stage '" + n.name + "': " + detail::function_cannot_ask(kind, n.what));
+  }
   n.declare = [h = std::move(handler)](Engine& e, const detail::GraphNode& node) -> std::size_t {
     const auto instances = node.options.instances;
     if constexpr (std::is_void_v<In>) {
@@ -527,14 +656,15 @@ template <class T>
 std::pair<PushHandle<T>, Stage<void, T>> Graph::push_source(std::string name,
                                                             std::ptrdiff_t capacity,
                                                             StageOptions options) {
-  auto state = std::make_shared<detail::PushState<T>>(capacity < 1 ? 1 : capacity);
+  // An invalid capacity is reported by compile(); the state is made with a valid one (the
+  // semaphore counting its free places holds at most max_capacity).
+  const auto problem = detail::capacity_problem(name, capacity);
+  auto state = std::make_shared<detail::PushState<T>>(problem ? std::ptrdiff_t{1} : capacity);
   const auto instances = options.instances;
   const auto id = add<void, T>(std::move(name), StageKind::producer, "source (push)",
                                detail::PushSource<T>{state}, std::move(options));
   auto& node = data_->nodes[id];
-  if (capacity < 1)
-    node.problems.push_back("stage '" + node.name + "': option capacity must be at least 1, got: " +
-                            std::to_string(capacity));
+  if (problem) node.problems.push_back(*problem);
   if (instances != 1)
     node.problems.push_back(
         "stage '" + node.name +
@@ -546,8 +676,8 @@ inline CompiledGraph Graph::compile() const {
   auto engine = std::make_shared<Engine>();
   std::vector<std::string> problems;
   std::vector<std::string> troubled;  // stages already reported (their topology follows)
-  auto report = [&](const std::string& stage, std::string problem) {
-    problems.push_back(std::move(problem));
+  auto report = [&](const std::string& stage, const std::string& problem) {
+    problems.push_back(detail::escape_controls(problem));
     troubled.push_back(stage);
   };
   const auto& nodes = data_->nodes;
@@ -562,7 +692,8 @@ inline CompiledGraph Graph::compile() const {
     }
   }
   for (auto& l : data_->links) {
-    if (!ids[l.producer] || !ids[l.consumer]) {  // a stage that failed: its links say no more
+    if (!ids[l.producer] || !ids[l.consumer] || nodes[l.producer].broken ||
+        nodes[l.consumer].broken) {  // a stage that failed: its links say no more
       troubled.push_back(nodes[l.producer].name);
       troubled.push_back(nodes[l.consumer].name);
       continue;

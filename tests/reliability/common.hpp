@@ -1,0 +1,169 @@
+// Shared by the reliability suite: the event type (a heap-allocated string, so LeakSanitizer sees
+// any event a failure path forgets), seeds, and the watchdog that turns a hang into a failure
+// with a metrics dump.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <sluice/sluice.hpp>
+
+#include <doctest/doctest.h>
+
+namespace rel {
+
+/// An event: an id (what hashes, filters and selectors look at) and a body long enough to live
+/// on the heap.
+struct Ev {
+  std::uint64_t id = 0;
+  std::string body;
+};
+
+inline Ev make_ev(std::uint64_t id) {
+  return Ev{id, "event " + std::to_string(id) + " with a body that lives on the heap"};
+}
+
+/// An exception that carries an event (heap memory the failure path must free).
+class EventFault : public std::runtime_error {
+ public:
+  EventFault(const std::string& what, Ev ev) : std::runtime_error(what), ev_(std::move(ev)) {}
+  const Ev& event() const noexcept { return ev_; }
+
+ private:
+  Ev ev_;
+};
+
+/// Seed counts are divided by this under sanitizers (slower by 3 to 15 times).
+inline int sanitizer_divisor() {
+#if defined(__SANITIZE_THREAD__)
+  return 8;
+#elif defined(__SANITIZE_ADDRESS__)
+  return 3;
+#else
+  return 1;
+#endif
+}
+
+inline std::optional<std::uint64_t> env_number(const char* var) {
+  const char* v = std::getenv(var);
+  if (v == nullptr || *v == '\0') return std::nullopt;
+  return std::strtoull(v, nullptr, 0);
+}
+
+/// The seeds a seeded test runs: SLUICE_FAULT_SEED replays one; otherwise `count` (scaled
+/// down under sanitizers, or SLUICE_FAULT_SEEDS) seeds from `base`.
+inline std::vector<std::uint64_t> seeds(std::uint64_t base, int count) {
+  if (auto one = env_number("SLUICE_FAULT_SEED")) return {*one};
+  auto n = static_cast<std::uint64_t>(count / sanitizer_divisor());
+  if (auto forced = env_number("SLUICE_FAULT_SEEDS")) n = *forced;
+  std::vector<std::uint64_t> out;
+  if (auto first = env_number("SLUICE_FAULT_SEED_BASE")) base = *first;
+  for (std::uint64_t i = 0; i < n; ++i)
+    out.push_back(base + i);
+  return out;
+}
+
+inline sluice::RunOptions quiet(bool fail_fast = true) {
+  sluice::RunOptions o;
+  o.fail_fast = fail_fast;
+  o.logger = [](sluice::LogLevel, std::string_view) {};
+  return o;
+}
+
+inline std::string dump(const sluice::Metrics& m) {
+  std::string s = "stages:\n";
+  for (auto& st : m.stages)
+    s += "  " + st.name + " in=" + std::to_string(st.events_in) +
+         " out=" + std::to_string(st.events_out) + " buffered=" + std::to_string(st.buffered) +
+         " dropped=" + std::to_string(st.dropped) + " lost=" + std::to_string(st.lost) +
+         " filtered=" + std::to_string(st.filtered) + " demand=" + std::to_string(st.demand) +
+         " finished=" + (st.finished ? "yes" : "no") + " reason='" + st.stop_reason + "'\n";
+  s += "edges:\n";
+  for (auto& e : m.edges)
+    s += "  " + e.producer + " -> " + e.consumer + " sent=" + std::to_string(e.sent) +
+         " received=" + std::to_string(e.received) + " credit=" + std::to_string(e.credit) +
+         " queued=" + std::to_string(e.queued) + "\n";
+  return s;
+}
+
+/// Anything that moves while a run works.
+inline std::uint64_t activity(const sluice::Metrics& m) {
+  std::uint64_t a = 0;
+  for (auto& s : m.stages)
+    a += s.events_in + s.events_out + s.lost + s.dropped + s.filtered + (s.finished ? 1 : 0);
+  for (auto& e : m.edges)
+    a += e.sent + e.received + static_cast<std::uint64_t>(e.credit);
+  return a;
+}
+
+/// How long nothing at all may move before a wait is declared hung: generous, so a slow or
+/// loaded machine never fails a test (SLUICE_STALL_SECONDS overrides it).
+inline std::chrono::seconds stall_limit() {
+  return std::chrono::seconds(env_number("SLUICE_STALL_SECONDS").value_or(20));
+}
+
+/// Polls `ready` (every millisecond) until it holds; true then. If neither the run's metrics nor
+/// `mine` (the test's own counters) move for stall_limit(), reports `what` with a metrics dump
+/// and returns false.
+template <class Ready>
+bool await(const sluice::Run& run, Ready&& ready, const std::string& what,
+           const std::function<std::uint64_t()>& mine = {}) {
+  auto last = activity(run.metrics()) + (mine ? mine() : 0);
+  auto since = std::chrono::steady_clock::now();
+  while (!ready()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const auto now_activity = activity(run.metrics()) + (mine ? mine() : 0);
+    const auto now = std::chrono::steady_clock::now();
+    if (now_activity != last) {
+      last = now_activity;
+      since = now;
+    } else if (now - since > stall_limit()) {
+      FAIL_CHECK("no progress for " << stall_limit().count() << " s while waiting for " << what
+                                    << "\n"
+                                    << dump(run.metrics()));
+      return false;
+    }
+  }
+  return true;
+}
+
+/// After a failed await: cancels the run and waits for it to end; a run that does not end even
+/// then would hang the Run's destructor, so the process stops here with the dump.
+inline void abandon(sluice::Run& run) {
+  run.request_cancel();
+  if (await(
+          run, [&] { return run.done(); }, "the run to end after request_cancel"))
+    return;
+  std::fprintf(stderr, "reliability: the run does not end even after a cancel:\n%s\n",
+               dump(run.metrics()).c_str());
+  std::abort();
+}
+
+/// Waits for the run to end (watchdog); false if it hung (the run was then abandoned).
+inline bool await_done(sluice::Run& run, const std::string& what = "the run to end") {
+  if (await(
+          run, [&] { return run.done(); }, what))
+    return true;
+  abandon(run);
+  return false;
+}
+
+inline bool is_instance_of(const std::string& instance, const std::string& stage) {
+  return instance == stage || instance.rfind(stage + "#", 0) == 0;
+}
+
+inline std::string instance_name(const std::string& stage, std::size_t instances, std::size_t i) {
+  return instances == 1 ? stage : stage + "#" + std::to_string(i);
+}
+
+}  // namespace rel

@@ -1,0 +1,540 @@
+// Drain and cancel under load: random graphs fed by fast endless generators or by application
+// threads pushing, stopped when the sinks have seen a random number of events (never after a
+// random sleep) by drain(), cancel() (from the test thread or another one), request_cancel() from
+// inside a stage, or by destroying the Run. Then: no exception escapes a destructor, whatever
+// state the objects are destroyed in.
+//
+// Seeded: each failure prints its seed; SLUICE_FAULT_SEED=<seed> replays one.
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <reliability/common.hpp>
+
+namespace {
+
+using rel::Ev;
+
+enum class Stop {
+  drain,
+  drain_from_thread,
+  cancel,
+  cancel_from_thread,
+  request_from_stage,
+  destroy
+};
+constexpr int stop_kinds = 6;
+constexpr const char* stop_names[] = {"drain",
+                                      "drain from another thread",
+                                      "cancel",
+                                      "cancel from another thread",
+                                      "request_cancel from a stage",
+                                      "destroying the Run"};
+
+enum class Disp { demand, partition, broadcast };
+
+struct Counters {
+  std::atomic<std::uint64_t> generated{0};  // by the generators
+  std::atomic<std::uint64_t> pushed{0};     // successful pushes
+  std::atomic<std::uint64_t> delivered{0};
+  std::atomic<std::uint64_t> rejected_filter{0};
+  std::atomic<std::uint64_t> rejected_selector{0};
+  std::array<std::atomic<std::uint64_t>, 8> emitted{};
+  std::atomic<sluice::Run*> run{nullptr};  // for request_cancel from a stage
+  std::atomic<bool> requested{false};
+  std::uint64_t request_at = 0;
+};
+
+struct Scenario {
+  std::uint64_t seed = 0;
+  Stop stop = Stop::drain;
+  bool push = false;  // a push source (else a generator)
+  std::size_t source_instances = 1;
+  std::size_t pushers = 1;
+  std::ptrdiff_t capacity = 16;
+  std::vector<bool> chain;  // true: a filter, false: a map
+  std::vector<std::size_t> chain_instances;
+  Disp disp = Disp::demand;
+  std::size_t sinks = 1;
+  std::vector<std::size_t> sink_instances;
+  std::vector<bool> selectors;
+  std::int64_t max_demand = 64;
+  std::uint64_t stop_at = 0;  // events the sinks have seen
+
+  std::string describe() const {
+    static constexpr const char* disps[] = {"demand", "partition", "broadcast"};
+    std::string s = std::string(stop_names[static_cast<int>(stop)]) + " at " +
+                    std::to_string(stop_at) + "; " +
+                    (push ? "push source (" + std::to_string(pushers) + " threads, capacity " +
+                                std::to_string(capacity) + ")"
+                          : "generator x" + std::to_string(source_instances)) +
+                    "; chain:";
+    for (std::size_t i = 0; i < chain.size(); ++i)
+      s += std::string(chain[i] ? " filter" : " map") + " x" + std::to_string(chain_instances[i]);
+    s += "; " + std::string(disps[static_cast<int>(disp)]) + " to " + std::to_string(sinks) +
+         " sinks; max_demand " + std::to_string(max_demand);
+    return s;
+  }
+};
+
+Scenario make_scenario(std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  auto pick = [&](std::uint64_t n) { return static_cast<std::size_t>(rng() % n); };
+  Scenario s;
+  s.seed = seed;
+  s.stop = static_cast<Stop>(seed % stop_kinds);
+  s.push = pick(3) == 0;
+  s.source_instances = s.push ? 1 : 1 + pick(2);
+  s.pushers = 1 + pick(2);
+  s.capacity = static_cast<std::ptrdiff_t>(1 + pick(64));
+  const auto chain = pick(3);
+  for (std::size_t i = 0; i < chain; ++i) {
+    s.chain.push_back(pick(2) == 0);
+    s.chain_instances.push_back(1 + pick(2));
+  }
+  s.disp = static_cast<Disp>(pick(3));
+  if (s.push && s.chain.empty() && s.disp == Disp::broadcast) {
+    // A push source's own emitted count comes from its counters, which count a broadcast's
+    // copies: give the broadcast to a stage after it.
+    s.chain.push_back(false);
+    s.chain_instances.push_back(1);
+  }
+  s.sinks = s.disp == Disp::partition ? 1 : 1 + pick(3);
+  for (std::size_t i = 0; i < s.sinks; ++i) {
+    s.sink_instances.push_back(s.disp == Disp::partition ? 2 + pick(2) : 1 + pick(2));
+    s.selectors.push_back(s.disp == Disp::broadcast && pick(2) == 0);
+  }
+  static constexpr std::int64_t demands[] = {1, 3, 64, 1000};
+  s.max_demand = demands[pick(4)];
+  s.stop_at = 1 + pick(20000);
+  return s;
+}
+
+using CountersPtr = std::shared_ptr<Counters>;
+
+/// The fan-out stage's index in Counters::emitted: 0 the source, i + 1 chain stage i.
+class Builder {
+ public:
+  Builder(const Scenario& s, CountersPtr c) : s_(s), c_(std::move(c)) {}
+
+  sluice::Graph graph;
+  std::optional<sluice::PushHandle<Ev>> handle;
+
+  void build() {
+    sluice::StageOptions o;
+    o.instances = s_.source_instances;
+    if (s_.push) {
+      auto [h, src] = graph.push_source<Ev>("src", s_.capacity);
+      handle = h;
+      next(src, 0);
+    } else {
+      auto src = graph.source(
+          "src",
+          sluice::from_generator([c = c_, i = std::uint64_t{0}]() mutable -> std::optional<Ev> {
+            c->generated.fetch_add(1, std::memory_order_relaxed);
+            c->emitted[0].fetch_add(1, std::memory_order_relaxed);
+            return rel::make_ev(i++);
+          }),
+          o);
+      next(src, 0);
+    }
+  }
+
+ private:
+  sluice::StageOptions opts(std::size_t instances) const {
+    sluice::StageOptions o;
+    o.instances = instances;
+    o.max_demand = s_.max_demand;
+    return o;
+  }
+
+  template <class In>
+  void next(sluice::Stage<In, Ev> prev, std::size_t i) {
+    if (i == s_.chain.size()) return fan_out(prev, i);
+    const auto slot = i + 1;
+    if (s_.chain[i]) {
+      next(prev.filter(
+               "p" + std::to_string(slot),
+               [c = c_, slot](const Ev& e) {
+                 const bool keep = e.id % 5 != 2;
+                 if (keep)
+                   c->emitted[slot].fetch_add(1, std::memory_order_relaxed);
+                 else
+                   c->rejected_filter.fetch_add(1, std::memory_order_relaxed);
+                 return keep;
+               },
+               opts(s_.chain_instances[i])),
+           i + 1);
+    } else {
+      next(prev.map(
+               "p" + std::to_string(slot),
+               [c = c_, slot](Ev e) {
+                 c->emitted[slot].fetch_add(1, std::memory_order_relaxed);
+                 e.id = e.id * 7 + 1;
+                 return e;
+               },
+               opts(s_.chain_instances[i])),
+           i + 1);
+    }
+  }
+
+  template <class In>
+  void fan_out(sluice::Stage<In, Ev> x, std::size_t) {
+    if (s_.disp == Disp::broadcast) x.broadcast();
+    if (s_.disp == Disp::partition) {
+      const auto parts = s_.sink_instances[0];
+      x.partition(sluice::Partitions(parts),
+                  [parts](Ev& e) { return static_cast<std::size_t>((e.id / 3) % parts); });
+    }
+    for (std::size_t k = 0; k < s_.sinks; ++k) {
+      auto o = opts(s_.sink_instances[k]);
+      if (s_.selectors[k])
+        o.selector = sluice::selector<Ev>([c = c_, k](const Ev& e) {
+          const bool keep = (e.id + k) % 3 != 0;
+          if (!keep) c->rejected_selector.fetch_add(1, std::memory_order_relaxed);
+          return keep;
+        });
+      x.for_each(
+          "k" + std::to_string(k),
+          [c = c_](const Ev& e) {
+            if (e.body.empty()) throw std::logic_error("an event lost its body");
+            const auto n = c->delivered.fetch_add(1, std::memory_order_relaxed) + 1;
+            if (n == c->request_at && !c->requested.exchange(true))
+              if (auto* r = c->run.load()) r->request_cancel();
+          },
+          o);
+    }
+  }
+
+  const Scenario& s_;
+  CountersPtr c_;
+};
+
+using i64 = std::int64_t;
+i64 as_signed(std::uint64_t v) {
+  return static_cast<i64>(v);
+}
+
+/// produced + copies == delivered + dropped + filtered + undelivered, where `produced` is what
+/// the generators made (or, for a push source, `push_emitted`), and `copies` the extra copies a
+/// broadcast made.
+void check_accounting(const Scenario& s, Counters& c, const sluice::Metrics& m,
+                      std::uint64_t produced) {
+  i64 dropped = 0, filtered = 0;
+  for (auto& st : m.stages) {
+    dropped += as_signed(st.dropped);
+    filtered += as_signed(st.filtered);
+  }
+  filtered += as_signed(c.rejected_filter.load() + c.rejected_selector.load());
+  i64 copies = 0;
+  if (s.disp == Disp::broadcast) {
+    const auto x = s.chain.empty() ? std::string("src") : "p" + std::to_string(s.chain.size());
+    i64 sent = 0, kept_back = 0;
+    for (auto& e : m.edges)
+      if (rel::is_instance_of(e.producer, x)) sent += as_signed(e.sent);
+    for (auto& st : m.stages)
+      if (rel::is_instance_of(st.name, x)) kept_back += as_signed(st.dropped + st.lost);
+    const auto emitted = s.chain.empty() ? produced : c.emitted[s.chain.size()].load();
+    copies = sent + as_signed(c.rejected_selector.load()) - (as_signed(emitted) - kept_back);
+  }
+  const i64 delivered = as_signed(c.delivered.load());
+  const i64 undelivered = as_signed(m.undelivered());
+  CAPTURE(produced);
+  CAPTURE(copies);
+  CAPTURE(delivered);
+  CAPTURE(dropped);
+  CAPTURE(filtered);
+  CAPTURE(undelivered);
+  INFO(rel::dump(m));
+  CHECK(as_signed(produced) + copies == delivered + dropped + filtered + undelivered);
+}
+
+/// The events the push source emitted: what it sent, dropped or still held when it stopped.
+/// (Events still in the push handle's queue when a run is cancelled are in no counter.)
+std::uint64_t push_emitted(const sluice::Metrics& m) {
+  std::uint64_t n = 0;
+  for (auto& st : m.stages)
+    if (st.name == "src") n += st.events_out + st.dropped + st.lost;
+  return n;
+}
+
+struct Pushers {
+  std::vector<std::thread> threads;
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> closed{0};
+
+  /// Blocking push() when the run will be drained (drain frees every slot); push_for in a loop
+  /// otherwise (a push blocked on a full stream is not woken by cancel or close: see the report).
+  void start(sluice::PushHandle<Ev> h, std::size_t n, bool blocking, CountersPtr c) {
+    for (std::size_t t = 0; t < n; ++t)
+      threads.emplace_back([this, h, t, blocking, c]() mutable {
+        for (std::uint64_t i = 0; !stop.load(); ++i) {
+          try {
+            const auto id = (std::uint64_t{t} << 40) | i;
+            if (blocking) {
+              h.push(rel::make_ev(id));
+            } else if (!h.push_for(rel::make_ev(id), std::chrono::milliseconds(1))) {
+              continue;
+            }
+            c->pushed.fetch_add(1, std::memory_order_relaxed);
+          } catch (const sluice::closed_error&) {
+            closed.fetch_add(1);
+            return;
+          }
+        }
+      });
+  }
+  void join() {
+    stop = true;
+    for (auto& t : threads)
+      t.join();
+    threads.clear();
+  }
+  ~Pushers() {
+    if (!threads.empty()) join();
+  }
+};
+
+void run_scenario(const Scenario& s) {
+  auto c = std::make_shared<Counters>();
+  if (s.stop == Stop::request_from_stage) c->request_at = s.stop_at;
+  Builder b(s, c);
+  b.build();
+  const bool draining = s.stop == Stop::drain || s.stop == Stop::drain_from_thread;
+  Pushers pushers;
+  std::optional<sluice::Run> run_slot;
+  run_slot.emplace(b.graph.run(rel::quiet()));
+  auto& run = *run_slot;
+  c->run = &run;
+  if (s.push) pushers.start(*b.handle, s.pushers, draining, c);
+  auto mine = [&] { return c->delivered.load() + c->pushed.load() + c->generated.load(); };
+  if (!rel::await(
+          run, [&] { return c->delivered.load() >= s.stop_at || run.done(); },
+          "the sinks to see events", mine))
+    return rel::abandon(run);
+  if (s.stop != Stop::request_from_stage) REQUIRE_FALSE(run.done());  // endless sources
+  switch (s.stop) {
+    case Stop::drain: {
+      CHECK_NOTHROW(run.drain());
+      break;
+    }
+    case Stop::drain_from_thread: {
+      std::thread t([&] { CHECK_NOTHROW(run.drain()); });
+      if (!rel::await_done(run)) {
+        t.join();
+        return;
+      }
+      t.join();
+      break;
+    }
+    case Stop::cancel:
+    case Stop::cancel_from_thread: {
+      sluice::Run::CancelReport report;
+      if (s.stop == Stop::cancel) {
+        report = run.cancel();
+      } else {
+        std::thread t([&] { report = run.cancel(); });
+        if (!rel::await_done(run)) {
+          t.join();
+          return;
+        }
+        t.join();
+      }
+      CHECK(run.done());
+      CHECK(report.undelivered == report.metrics.undelivered());
+      std::uint64_t dropped = 0;
+      for (auto& st : report.metrics.stages)
+        dropped += st.dropped;
+      CHECK(report.dropped == dropped);
+      break;
+    }
+    case Stop::request_from_stage:
+      if (!rel::await_done(run)) return;
+      CHECK(c->requested.load());
+      break;
+    case Stop::destroy: {
+      // The destructor cancels and waits: it must return, not throw. Nothing moves while it
+      // works, so this watchdog has only the stall limit.
+      std::atomic<bool> gone{false};
+      std::thread t([&] {
+        CHECK_NOTHROW(run_slot.reset());
+        gone = true;
+      });
+      const auto deadline = std::chrono::steady_clock::now() + rel::stall_limit();
+      while (!gone.load() && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      if (!gone.load()) {
+        std::fprintf(stderr, "reliability: seed %llu: ~Run does not return\n",
+                     static_cast<unsigned long long>(s.seed));
+        std::abort();
+      }
+      t.join();
+      if (s.push) b.handle->close();
+      pushers.join();
+      return;
+    }
+  }
+  if (s.push) {
+    b.handle->close();
+    pushers.join();
+  }
+  REQUIRE(run.done());
+  CHECK_NOTHROW(run.wait());  // a drain or a cancel is no stage failure
+  const auto m = run.metrics();
+  if (draining) {
+    // Drain loses nothing: every event emitted (every successful push) is delivered.
+    CHECK(m.undelivered() == 0);
+    for (auto& st : m.stages) {
+      CHECK(st.dropped == 0);
+      CHECK(st.stop_reason == "normal");
+    }
+    const auto produced = s.push ? c->pushed.load() : c->generated.load();
+    if (s.push) CHECK(push_emitted(m) == c->pushed.load());
+    check_accounting(s, *c, m, produced);
+  } else {
+    const auto produced = s.push ? push_emitted(m) : c->generated.load();
+    if (s.push) CHECK(push_emitted(m) <= c->pushed.load());
+    check_accounting(s, *c, m, produced);
+  }
+}
+
+}  // namespace
+
+TEST_SUITE("reliability.drain_cancel") {
+
+bool drains_a_push_source(const Scenario& s) {
+  return s.push && (s.stop == Stop::drain || s.stop == Stop::drain_from_thread);
+}
+
+TEST_CASE("drain and cancel under load: nothing is lost or every loss is reported") {
+  for (auto seed : rel::seeds(0x53u << 20, 150)) {
+    const auto s = make_scenario(seed);
+    if (drains_a_push_source(s) && !rel::env_number("SLUICE_FAULT_SEED")) continue;
+    CAPTURE(seed);
+    INFO(s.describe());
+    if (rel::env_number("SLUICE_VERBOSE")) MESSAGE(seed << " " << s.describe());
+    run_scenario(s);
+  }
+}
+
+// Library bug (reported): a push() that returns normally while the run is being drained may
+// enqueue its event after the push source has taken its last events and finished (push checks
+// `closed` before it waits for a slot and enqueues): the event is never emitted, and no counter
+// reports it.
+// Skipped (an open bug, not a passing check): run it with --no-skip.
+TEST_CASE("drain delivers every successful push" * doctest::skip()) {
+  for (auto seed : rel::seeds(0x53u << 20, 150)) {
+    const auto s = make_scenario(seed);
+    if (!drains_a_push_source(s)) continue;
+    CAPTURE(seed);
+    INFO(s.describe());
+    run_scenario(s);
+  }
+}
+
+enum class State { before_run, running, failed, cancelled, drained };
+constexpr const char* state_names[] = {"before run", "running", "failed", "cancelled",
+                                       "after drain"};
+
+/// A push source, a map that throws (in the failed state: at its 3rd event), a
+/// stream; then the Graph, the push handle, the stream and the Run are destroyed in `order`.
+void destroy_in(State state, const std::array<int, 4>& order) {
+  std::optional<sluice::Graph> graph;
+  graph.emplace();
+  // Armed in every state but a drain's; reached only in the failed state.
+  const int throw_at = state == State::failed ? 3 : (state == State::drained ? -1 : 1'000'000);
+  auto [h, src] = graph->push_source<Ev>("in", 8);
+  std::optional<sluice::PushHandle<Ev>> handle(h);
+  std::optional<sluice::PullStream<Ev>> stream(src.map("maybe-throws",
+                                                       [throw_at, n = 0](Ev e) mutable {
+                                                         if (++n == throw_at)
+                                                           throw rel::EventFault("injected in map",
+                                                                                 std::move(e));
+                                                         return e;
+                                                       })
+                                                   .stream("out", 4));
+  std::optional<sluice::Run> run;
+  if (state != State::before_run) run.emplace(graph->run(rel::quiet()));
+  std::uint64_t id = 0;
+  auto feed = [&](std::uint64_t n) {  // never blocks: the run may be gone or full
+    for (std::uint64_t i = 0; i < n; ++i)
+      if (!handle->push_for(rel::make_ev(id++), std::chrono::milliseconds(1))) break;
+  };
+  switch (state) {
+    case State::before_run:
+      break;
+    case State::running:
+      feed(20);
+      CHECK(stream->next().has_value());
+      break;
+    case State::failed: {
+      // No reader here: a reader blocked in next() is never woken once the run has failed (see
+      // the report), so the map fails on its 3rd event, before the stream's capacity is used.
+      const bool ended = rel::await(
+          *run,
+          [&] {
+            feed(1);
+            return run->done();
+          },
+          "the map to fail");
+      if (!ended) rel::abandon(*run);
+      CHECK_THROWS_AS(run->wait(), sluice::stage_error);
+      break;
+    }
+    case State::cancelled:
+      feed(20);
+      CHECK(stream->next().has_value());
+      run->cancel();
+      break;
+    case State::drained: {
+      feed(3);
+      std::thread reader([&] {
+        while (stream->next()) {
+        }
+      });
+      CHECK_NOTHROW(run->drain());
+      reader.join();
+      break;
+    }
+  }
+  for (int which : order) {
+    switch (which) {
+      case 0:
+        CHECK_NOTHROW(graph.reset());
+        break;
+      case 1:
+        CHECK_NOTHROW(handle.reset());
+        break;
+      case 2:
+        CHECK_NOTHROW(stream.reset());
+        break;
+      default:
+        CHECK_NOTHROW(run.reset());
+        break;
+    }
+  }
+}
+
+TEST_CASE("no exception escapes a destructor: Run Graph push handle and stream in every state") {
+  for (int st = 0; st < 5; ++st) {
+    std::array<int, 4> order{0, 1, 2, 3};
+    do {
+      CAPTURE(state_names[st]);
+      CAPTURE(order[0]);
+      CAPTURE(order[1]);
+      CAPTURE(order[2]);
+      CAPTURE(order[3]);
+      destroy_in(static_cast<State>(st), order);
+    } while (std::next_permutation(order.begin(), order.end()));
+  }
+}
+
+}  // TEST_SUITE("reliability.drain_cancel")

@@ -1,0 +1,908 @@
+// Fault injection: small random graphs (a source, a chain of 0 to 2 stages, a fan-out to 1 to 3
+// sinks: 2 to 6 stages) where one stage instance throws from one callback at a random point.
+// Every run ends, wait() names the stage, and the counters account for every event.
+//
+// Seeded: each failure prints its seed; SLUICE_FAULT_SEED=<seed> replays one.
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <ranges>
+#include <set>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <reliability/common.hpp>
+
+namespace {
+
+using rel::Ev;
+using sluice::CancelMode;
+
+/// Where the fault is.
+enum class Where {
+  handle_demand,     // the source's handle_demand
+  pc_events,         // a producer_consumer's handle_events
+  sink_events,       // a consumer's handle_events
+  handle_info,       // a stage's handle_info (woken from the test thread)
+  cancel_consumer,   // handle_cancel on the consumer side (its producer ended normally)
+  cancel_producer,   // handle_cancel on the producer side (a sink stopped itself)
+  handle_subscribe,  // handle_subscribe, either side
+  partition_hash,    // the fan-out's partition hash
+  broadcast_select,  // a broadcast subscription's selector
+  map_function,      // a map stage's function
+  filter_function,   // a filter stage's predicate
+  count
+};
+constexpr const char* where_names[] = {"handle_demand",
+                                       "pc handle_events",
+                                       "sink handle_events",
+                                       "handle_info",
+                                       "handle_cancel (consumer side)",
+                                       "handle_cancel (producer side)",
+                                       "handle_subscribe",
+                                       "partition hash",
+                                       "broadcast selector",
+                                       "map function",
+                                       "filter function"};
+
+enum class Kind { source, relay, map, filter, sink };
+enum class Disp { demand, partition, broadcast };
+
+struct StageSpec {
+  Kind kind = Kind::sink;
+  std::string name;
+  std::size_t instances = 1;
+  std::int64_t max_demand = 1000;
+  CancelMode cancel = CancelMode::permanent;  // of its subscription
+  bool selector = false;                      // broadcast branches only
+};
+
+/// A random graph and its fault. Stage 0 is the source, 1..chain_end the chain (chain_end is
+/// the fan-out stage), the rest sinks subscribed to chain_end.
+struct Scenario {
+  std::uint64_t seed = 0;
+  Where where = Where::handle_demand;
+  std::vector<StageSpec> stages;
+  std::size_t fan = 0;  // the fan-out stage
+  Disp disp = Disp::demand;
+  std::size_t partitions = 2;
+  bool finite = false;
+  std::uint64_t limit = ~std::uint64_t{0};  // events per source instance
+  std::uint64_t overshoot = 0;              // events the source emits beyond demand per call
+  std::optional<std::int64_t> source_buffer;
+  std::size_t target = 0;         // the stage whose instance 0 throws
+  bool producer_side = false;     // handle_subscribe: as a producer (else as a consumer)
+  std::size_t stopper = 0;        // cancel_producer: the sink that stops itself
+  std::uint64_t at = 0;           // the fault's point (events or calls)
+  std::string expected_instance;  // named by stage_error
+
+  std::size_t producer_of(std::size_t i) const { return i <= fan ? i - 1 : fan; }
+  bool is_sink(std::size_t i) const { return i > fan; }
+  std::string describe() const {
+    static constexpr const char* kinds[] = {"source", "relay", "map", "filter", "sink"};
+    static constexpr const char* disps[] = {"demand", "partition", "broadcast"};
+    static constexpr const char* modes[] = {"permanent", "transient", "temporary"};
+    std::string s = std::string("fault: ") + where_names[static_cast<int>(where)] + " in '" +
+                    expected_instance + "' at " + std::to_string(at) + "; fan-out '" +
+                    stages[fan].name + "' " + disps[static_cast<int>(disp)] +
+                    (finite ? "; finite source of " + std::to_string(limit) : "") + "; overshoot " +
+                    std::to_string(overshoot) + "\n";
+    for (std::size_t i = 0; i < stages.size(); ++i) {
+      auto& st = stages[i];
+      s += "  " + st.name + ": " + kinds[static_cast<int>(st.kind)] + " x" +
+           std::to_string(st.instances);
+      if (i > 0)
+        s += " <- " + stages[producer_of(i)].name + " max_demand=" + std::to_string(st.max_demand) +
+             " " + modes[static_cast<int>(st.cancel)] + (st.selector ? " selector" : "");
+      s += "\n";
+    }
+    return s;
+  }
+};
+
+constexpr std::size_t max_stages = 8;
+
+/// What the handlers count (read after the run has ended: its end orders every write before).
+struct Shared {
+  explicit Shared(const Scenario& s) : sc(s) {}
+  const Scenario& sc;
+  std::atomic<std::uint64_t> produced{0};   // events the sources emitted
+  std::atomic<std::uint64_t> delivered{0};  // events in sink calls that returned
+  std::atomic<std::uint64_t> rejected_by_selectors{0};
+  std::array<std::atomic<std::uint64_t>, max_stages> emitted{};   // per stage
+  std::array<std::atomic<std::uint64_t>, max_stages> rejected{};  // per (multi-instance) filter
+  std::array<std::atomic<std::uint64_t>, max_stages> calls{};     // function faults
+  std::array<std::vector<char>, max_stages> kept;  // single-instance filters: each verdict
+  std::mutex mutex;
+  std::optional<sluice::Waker> waker;  // the handle_info target's instance 0
+  std::string fault_message;           // what the injected exception says
+  std::atomic<int> thrown{0};
+
+  [[noreturn]] void fail(const std::string& instance, const char* what, Ev ev) {
+    std::string msg = std::string("injected fault: ") + what + " in '" + instance + "' (event " +
+                      std::to_string(ev.id) + ")";
+    {
+      std::lock_guard lock(mutex);
+      fault_message = msg;
+    }
+    thrown.fetch_add(1);
+    throw rel::EventFault(msg, std::move(ev));
+  }
+  bool here(Where w, std::size_t stage, std::size_t instance) const {
+    return sc.where == w && sc.target == stage && instance == 0;
+  }
+};
+
+using SharedPtr = std::shared_ptr<Shared>;
+
+struct Source {
+  SharedPtr sh;
+  std::size_t stage = 0;
+  std::uint64_t next = 0;
+
+  void handle_subscribe(const sluice::SubscribeInfo&, sluice::Context<Ev>& ctx) {
+    if (sh->here(Where::handle_info, stage, ctx.instance())) {
+      std::lock_guard lock(sh->mutex);
+      sh->waker = ctx.waker();
+    }
+    if (sh->here(Where::handle_subscribe, stage, ctx.instance()))
+      sh->fail(std::string(ctx.name()), "handle_subscribe", rel::make_ev(0));
+  }
+  void handle_demand(std::size_t n, sluice::Context<Ev>& ctx) {
+    const auto inst = ctx.instance();
+    const bool faulty = sh->here(Where::handle_demand, stage, inst);
+    const std::uint64_t want = n + sh->sc.overshoot;
+    for (std::uint64_t i = 0; i < want && next < sh->sc.limit; ++i, ++next) {
+      const auto id = (std::uint64_t{inst} << 40) | next;
+      if (faulty && next == sh->sc.at)
+        sh->fail(std::string(ctx.name()), "handle_demand", rel::make_ev(id));
+      ctx.emit(rel::make_ev(id));
+      sh->produced.fetch_add(1, std::memory_order_relaxed);
+      sh->emitted[stage].fetch_add(1, std::memory_order_relaxed);
+    }
+    if (next >= sh->sc.limit) ctx.finish();
+  }
+  void handle_info(std::any&, sluice::Context<Ev>& ctx) {
+    if (sh->here(Where::handle_info, stage, ctx.instance()))
+      sh->fail(std::string(ctx.name()), "handle_info", rel::make_ev(next));
+  }
+  void handle_cancel(const sluice::CancelInfo&, sluice::Context<Ev>& ctx) {
+    if (sh->here(Where::cancel_producer, stage, ctx.instance()))
+      sh->fail(std::string(ctx.name()), "handle_cancel", rel::make_ev(next));
+  }
+};
+
+/// A 1:1 producer_consumer written as a class.
+struct Relay {
+  SharedPtr sh;
+  std::size_t stage = 0;
+  std::uint64_t seen = 0;
+
+  template <class E>
+  void relay(std::span<E> events, sluice::Context<Ev>& ctx) {
+    const bool faulty = sh->here(Where::pc_events, stage, ctx.instance());
+    for (auto& e : events) {
+      if (faulty && seen == sh->sc.at) sh->fail(std::string(ctx.name()), "handle_events", Ev(e));
+      ++seen;
+      ctx.emit(Ev(std::move(e)));  // a copy for a broadcast's const events
+      sh->emitted[stage].fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  void handle_events(std::span<Ev> events, sluice::Context<Ev>& ctx) { relay(events, ctx); }
+  void handle_events(std::span<const Ev> events, sluice::Context<Ev>& ctx) { relay(events, ctx); }
+  void handle_subscribe(const sluice::SubscribeInfo& info, sluice::Context<Ev>& ctx) {
+    if (sh->here(Where::handle_info, stage, ctx.instance())) {
+      std::lock_guard lock(sh->mutex);
+      sh->waker = ctx.waker();
+    }
+    if (sh->here(Where::handle_subscribe, stage, ctx.instance()) &&
+        info.upstream != sh->sc.producer_side)
+      sh->fail(std::string(ctx.name()), "handle_subscribe", rel::make_ev(0));
+  }
+  void handle_info(std::any&, sluice::Context<Ev>& ctx) {
+    if (sh->here(Where::handle_info, stage, ctx.instance()))
+      sh->fail(std::string(ctx.name()), "handle_info", rel::make_ev(seen));
+  }
+  void handle_cancel(const sluice::CancelInfo& info, sluice::Context<Ev>& ctx) {
+    if (info.upstream && sh->here(Where::cancel_consumer, stage, ctx.instance()))
+      sh->fail(std::string(ctx.name()), "handle_cancel", rel::make_ev(seen));
+    if (!info.upstream && sh->here(Where::cancel_producer, stage, ctx.instance()))
+      sh->fail(std::string(ctx.name()), "handle_cancel", rel::make_ev(seen));
+  }
+};
+
+struct Sink {
+  SharedPtr sh;
+  std::size_t stage = 0;
+  std::uint64_t seen = 0;
+  bool stopped = false;
+
+  template <class E>
+  void take(std::span<E> events, sluice::Context<void>& ctx) {
+    const bool faulty = sh->here(Where::sink_events, stage, ctx.instance());
+    for (auto& e : events) {
+      if (faulty && seen == sh->sc.at) sh->fail(std::string(ctx.name()), "handle_events", Ev(e));
+      ++seen;
+    }
+    // Counted when the call returns: a call that throws hands back its whole chunk (the edge
+    // counts it as not received).
+    sh->delivered.fetch_add(events.size(), std::memory_order_relaxed);
+    if (sh->sc.where == Where::cancel_producer && sh->sc.stopper == stage && ctx.instance() == 0 &&
+        sh->delivered.load() >= sh->sc.at && !stopped) {
+      stopped = true;
+      ctx.stop();  // its producer's handle_cancel throws
+    }
+  }
+  void handle_events(std::span<Ev> events, sluice::Context<void>& ctx) { take(events, ctx); }
+  void handle_events(std::span<const Ev> events, sluice::Context<void>& ctx) { take(events, ctx); }
+  void handle_subscribe(const sluice::SubscribeInfo&, sluice::Context<void>& ctx) {
+    if (sh->here(Where::handle_info, stage, ctx.instance())) {
+      std::lock_guard lock(sh->mutex);
+      sh->waker = ctx.waker();
+    }
+    if (sh->here(Where::handle_subscribe, stage, ctx.instance()))
+      sh->fail(std::string(ctx.name()), "handle_subscribe", rel::make_ev(0));
+  }
+  void handle_info(std::any&, sluice::Context<void>& ctx) {
+    if (sh->here(Where::handle_info, stage, ctx.instance()))
+      sh->fail(std::string(ctx.name()), "handle_info", rel::make_ev(seen));
+  }
+  void handle_cancel(const sluice::CancelInfo& info, sluice::Context<void>& ctx) {
+    if (info.upstream && sh->here(Where::cancel_consumer, stage, ctx.instance()))
+      sh->fail(std::string(ctx.name()), "handle_cancel", rel::make_ev(seen));
+  }
+};
+
+// ---- scenario generation ------------------------------------------------------------------------
+
+Scenario make_scenario(std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  auto pick = [&](std::uint64_t n) { return static_cast<std::size_t>(rng() % n); };
+  Scenario s;
+  s.seed = seed;
+  s.where = static_cast<Where>(seed % static_cast<std::uint64_t>(Where::count));
+  static constexpr std::int64_t demands[] = {1, 2, 7, 64, 1000};
+  auto sub = [&](StageSpec& st) {
+    st.max_demand = demands[pick(5)];
+    st.cancel = static_cast<CancelMode>(pick(3));
+  };
+
+  StageSpec src{Kind::source, "src", 1 + pick(2)};
+  s.stages.push_back(src);
+  const std::size_t chain = pick(3);
+  for (std::size_t i = 0; i < chain; ++i) {
+    StageSpec st{static_cast<Kind>(1 + pick(3)), "p" + std::to_string(i + 1), 1 + pick(2)};
+    sub(st);
+    s.stages.push_back(st);
+  }
+  s.disp = static_cast<Disp>(pick(3));
+  const auto fix_chain = [&](Kind k) {  // the fault needs a stage of kind k in the chain
+    std::vector<std::size_t> have;
+    for (std::size_t i = 1; i < s.stages.size(); ++i)
+      if (s.stages[i].kind == k) have.push_back(i);
+    if (!have.empty()) return have[pick(have.size())];
+    if (s.stages.size() == 1) {
+      StageSpec st{k, "p1", 1 + pick(2)};
+      sub(st);
+      s.stages.push_back(st);
+      return std::size_t{1};
+    }
+    const auto i = 1 + pick(s.stages.size() - 1);
+    s.stages[i].kind = k;
+    return i;
+  };
+  switch (s.where) {
+    case Where::pc_events:
+      s.target = fix_chain(Kind::relay);
+      break;
+    case Where::map_function:
+      s.target = fix_chain(Kind::map);
+      s.stages[s.target].instances = 1;
+      break;
+    case Where::filter_function:
+      s.target = fix_chain(Kind::filter);
+      s.stages[s.target].instances = 1;
+      break;
+    case Where::partition_hash:
+      s.disp = Disp::partition;
+      break;
+    case Where::broadcast_select:
+      s.disp = Disp::broadcast;
+      break;
+    default:
+      break;
+  }
+  s.fan = s.stages.size() - 1;
+  if (s.where == Where::partition_hash || s.where == Where::broadcast_select) {
+    s.target = s.fan;
+    s.stages[s.fan].instances = 1;  // one dispatcher: the fault is in one known instance
+  }
+  if (s.where == Where::cancel_producer &&
+      (s.stages[s.fan].kind == Kind::map || s.stages[s.fan].kind == Kind::filter))
+    s.stages[s.fan].kind = Kind::relay;  // a handle_cancel to throw from
+  // The sinks.
+  std::size_t sinks = s.disp == Disp::partition ? 1 : 1 + pick(s.disp == Disp::broadcast ? 3 : 2);
+  if (s.stages.size() + sinks > 6) sinks = 6 - s.stages.size();
+  s.partitions = 2 + pick(2);
+  for (std::size_t i = 0; i < sinks; ++i) {
+    StageSpec st{Kind::sink, "k" + std::to_string(i), 1 + pick(2)};
+    sub(st);
+    if (s.disp == Disp::partition) st.instances = s.partitions;
+    if (s.disp == Disp::broadcast) st.selector = pick(2) == 0;
+    s.stages.push_back(st);
+  }
+  const auto first_sink = s.fan + 1;
+  std::vector<std::size_t> classes;  // stages written as classes
+  for (std::size_t i = 0; i < s.stages.size(); ++i)
+    if (s.stages[i].kind == Kind::source || s.stages[i].kind == Kind::relay ||
+        s.stages[i].kind == Kind::sink)
+      classes.push_back(i);
+  switch (s.where) {
+    case Where::handle_demand:
+      s.target = 0;
+      break;
+    case Where::sink_events:
+      s.target = first_sink + pick(sinks);
+      break;
+    case Where::handle_info:
+      s.target = classes[pick(classes.size())];
+      break;
+    case Where::handle_subscribe:
+      s.target = classes[pick(classes.size())];
+      s.producer_side = s.stages[s.target].kind == Kind::source ||
+                        (s.stages[s.target].kind == Kind::relay && pick(2) == 0);
+      break;
+    case Where::cancel_consumer: {
+      std::vector<std::size_t> consumers;
+      for (auto i : classes)
+        if (i > 0) consumers.push_back(i);
+      s.target = consumers[pick(consumers.size())];
+      s.finite = true;
+      s.limit = 1 + pick(3000);
+      break;
+    }
+    case Where::cancel_producer:
+      s.target = s.fan;
+      s.stopper = first_sink + pick(sinks);
+      break;
+    case Where::broadcast_select: {
+      const auto branch = first_sink + pick(sinks);
+      s.stages[branch].selector = true;
+      s.stopper = branch;  // the branch whose selector throws
+      break;
+    }
+    default:
+      break;
+  }
+  // Small: a target with a small max_demand next to a large one gets a small share.
+  s.at = pick(s.where == Where::broadcast_select || s.where == Where::partition_hash ? 1000 : 500);
+  if (pick(3) == 0) {  // a source that emits beyond demand into a small buffer: drops
+    s.overshoot = 1 + pick(40);
+    s.source_buffer = 16 + static_cast<std::int64_t>(pick(100));
+  }
+  const auto& t = s.stages[s.target];
+  s.expected_instance = rel::instance_name(t.name, t.instances, 0);
+  return s;
+}
+
+// ---- building it --------------------------------------------------------------------------------
+
+sluice::StageOptions options_of(const StageSpec& st) {
+  sluice::StageOptions o;
+  o.instances = st.instances;
+  o.max_demand = st.max_demand;
+  o.cancel = st.cancel;
+  return o;
+}
+
+class Builder {
+ public:
+  Builder(const Scenario& s, SharedPtr sh) : s_(s), sh_(std::move(sh)) {}
+
+  sluice::Graph build() {
+    sluice::Graph g;
+    sluice::StageOptions o;
+    o.instances = s_.stages[0].instances;
+    o.buffer_size = s_.source_buffer;
+    auto src = g.source<Ev>("src", Source{sh_, 0}, o);
+    if (s_.fan == 0)
+      fan_out(src);
+    else
+      chain(src, 1);
+    return g;
+  }
+
+ private:
+  template <class In>
+  void chain(sluice::Stage<In, Ev> prev, std::size_t i) {
+    auto& st = s_.stages[i];
+    auto next = [&]() -> sluice::Stage<Ev, Ev> {
+      switch (st.kind) {
+        case Kind::relay:
+          return prev.template then<Ev>(st.name, Relay{sh_, i}, options_of(st));
+        case Kind::map:
+          return prev.map(st.name, map_fn(i), options_of(st));
+        default:
+          return prev.filter(st.name, filter_fn(i), options_of(st));
+      }
+    }();
+    if (i == s_.fan)
+      fan_out(next);
+    else
+      chain(next, i + 1);
+  }
+
+  auto map_fn(std::size_t i) {
+    return [sh = sh_, i](Ev e) -> Ev {
+      if (sh->sc.where == Where::map_function && sh->sc.target == i &&
+          sh->calls[i].fetch_add(1) == sh->sc.at)
+        sh->fail(sh->sc.expected_instance, "map function", std::move(e));
+      sh->emitted[i].fetch_add(1, std::memory_order_relaxed);
+      e.body += '.';
+      return e;
+    };
+  }
+
+  auto filter_fn(std::size_t i) {
+    const bool single = s_.stages[i].instances == 1;
+    return [sh = sh_, i, single](const Ev& e) -> bool {
+      if (sh->sc.where == Where::filter_function && sh->sc.target == i &&
+          sh->calls[i].fetch_add(1) == sh->sc.at)
+        sh->fail(sh->sc.expected_instance, "filter predicate", Ev(e));
+      const bool keep = e.id % 3 != 1;
+      if (single)
+        sh->kept[i].push_back(keep ? 1 : 0);  // one instance: one thread at a time
+      else if (!keep)
+        sh->rejected[i].fetch_add(1, std::memory_order_relaxed);
+      if (keep) sh->emitted[i].fetch_add(1, std::memory_order_relaxed);
+      return keep;
+    };
+  }
+
+  template <class In>
+  void fan_out(sluice::Stage<In, Ev> x) {
+    const auto parts = s_.partitions;
+    if (s_.disp == Disp::broadcast) x.broadcast();
+    if (s_.disp == Disp::partition)
+      x.partition(sluice::Partitions(parts),
+                  [sh = sh_, parts](Ev& e) -> std::optional<std::size_t> {
+                    if (sh->sc.where == Where::partition_hash &&
+                        sh->calls[sh->sc.fan].fetch_add(1) == sh->sc.at)
+                      sh->fail(sh->sc.expected_instance, "partition hash", Ev(e));
+                    // Never std::nullopt here: a hash that drops events stalls the run (see
+                    // the may_fail case below), which would hide everything else.
+                    return static_cast<std::size_t>((e.id / 3) % parts);
+                  });
+    for (std::size_t i = s_.fan + 1; i < s_.stages.size(); ++i) {
+      auto o = options_of(s_.stages[i]);
+      if (s_.stages[i].selector)
+        o.selector = sluice::selector<Ev>([sh = sh_, i](const Ev& e) {
+          if (sh->sc.where == Where::broadcast_select && sh->sc.stopper == i &&
+              sh->calls[i].fetch_add(1) == sh->sc.at)
+            sh->fail(sh->sc.expected_instance, "broadcast selector", Ev(e));
+          const bool keep = (e.id + i) % 4 != 0;
+          if (!keep) sh->rejected_by_selectors.fetch_add(1, std::memory_order_relaxed);
+          return keep;
+        });
+      x.to(s_.stages[i].name, Sink{sh_, i}, o);
+    }
+  }
+
+  const Scenario& s_;
+  SharedPtr sh_;
+};
+
+// ---- what the counters must say
+// ------------------------------------------------------------------
+
+using i64 = std::int64_t;
+
+i64 as_signed(std::uint64_t v) {
+  return static_cast<i64>(v);
+}
+
+/// Events the stage's instances took in calls that returned (the edges' received).
+std::uint64_t received_by(const sluice::Metrics& m, const std::string& stage) {
+  std::uint64_t n = 0;
+  for (auto& e : m.edges)
+    if (rel::is_instance_of(e.consumer, stage)) n += e.received;
+  return n;
+}
+
+/// produced + copies + double == delivered + dropped + filtered + undelivered, where
+/// - copies: the extra copies a broadcast made (what it sent to each subscriber, plus what
+///   each selector rejected, less what it dispatched once);
+/// - double: the events a producer_consumer emitted in the call whose processing failed (see
+///   the report: they are counted as `lost` in that stage while their inputs are counted as
+///   sent and not received on its input edge, so Metrics::undelivered() counts them twice).
+void check_accounting(const Scenario& s, Shared& sh, const sluice::Metrics& m) {
+  const i64 produced = as_signed(sh.produced.load());
+  const i64 delivered = as_signed(sh.delivered.load());
+  i64 dropped = 0, filtered = 0;
+  for (auto& st : m.stages) {
+    dropped += as_signed(st.dropped);
+    filtered += as_signed(st.filtered);
+  }
+  filtered += as_signed(sh.rejected_by_selectors.load());
+  i64 twice = 0;
+  for (std::size_t i = 1; i <= s.fan; ++i) {
+    auto& st = s.stages[i];
+    const i64 got = as_signed(received_by(m, st.name));
+    if (st.kind == Kind::filter) {
+      if (st.instances == 1) {
+        auto& kept = sh.kept[i];
+        REQUIRE(got <= as_signed(kept.size()));
+        for (i64 k = 0; k < as_signed(kept.size()); ++k) {
+          const bool keep = kept[static_cast<std::size_t>(k)] != 0;
+          if (k < got && !keep) ++filtered;  // rejected in a call that returned
+          if (k >= got && keep) ++twice;     // kept in the call that failed
+        }
+      } else {
+        filtered += as_signed(sh.rejected[i].load());
+      }
+    } else {  // 1:1
+      const i64 extra = as_signed(sh.emitted[i].load()) - got;
+      CAPTURE(st.name);
+      CHECK(extra >= 0);
+      twice += extra;
+    }
+  }
+  if (twice > 0) {  // only the failing stage's last call
+    CHECK(sh.thrown.load() > 0);
+  }
+  i64 copies = 0;
+  if (s.disp == Disp::broadcast) {
+    const auto& x = s.stages[s.fan].name;
+    i64 sent = 0, kept_back = 0;
+    for (auto& e : m.edges)
+      if (rel::is_instance_of(e.producer, x)) sent += as_signed(e.sent);
+    for (auto& st : m.stages)
+      if (rel::is_instance_of(st.name, x)) kept_back += as_signed(st.dropped + st.lost);
+    const i64 dispatched = as_signed(sh.emitted[s.fan].load()) - kept_back;
+    copies = sent + as_signed(sh.rejected_by_selectors.load()) - dispatched;
+  }
+  const i64 undelivered = as_signed(m.undelivered());
+  CAPTURE(produced);
+  CAPTURE(copies);
+  CAPTURE(twice);
+  CAPTURE(delivered);
+  CAPTURE(dropped);
+  CAPTURE(filtered);
+  CAPTURE(undelivered);
+  INFO(rel::dump(m));
+  CHECK(produced + copies + twice == delivered + dropped + filtered + undelivered);
+}
+
+void check_error(const Scenario& s, Shared& sh, sluice::Run& run) {
+  std::string message;
+  {
+    std::lock_guard lock(sh.mutex);
+    message = sh.fault_message;
+  }
+  bool threw = false;
+  try {
+    run.wait();
+  } catch (const sluice::stage_error& e) {
+    threw = true;
+    CHECK(e.stage() == s.expected_instance);
+    CHECK(std::string(e.what()) == "stage '" + s.expected_instance + "': " + message);
+  }
+  CHECK(threw);
+  for (auto& st : run.metrics().stages)
+    if (st.name == s.expected_instance) CHECK(st.stop_reason == message);
+}
+
+/// handle_info's fault needs a message: sent from the test thread once the sinks have seen
+/// `at` events (and the target has started).
+bool send_info_when_due(const Scenario& s, Shared& sh, sluice::Run& run) {
+  if (s.where != Where::handle_info) return true;
+  std::optional<sluice::Waker> w;
+  const bool ok = rel::await(
+      run,
+      [&] {
+        std::lock_guard lock(sh.mutex);
+        w = sh.waker;
+        return (w && sh.delivered.load() >= s.at) || run.done();
+      },
+      "the handle_info target to start and the sinks to see events",
+      [&] { return sh.delivered.load(); });
+  if (ok && w) w->wake(std::string("fault"));
+  return ok;
+}
+
+// ---- fail_fast off: GenStage's cancel modes decide who stops ------------------------------------
+
+/// Who stops when `failed` stops with an error, and with which reasons (docs/GENSTAGE.md 1.10,
+/// engine/DESIGN.md 5): a subscription ending with an error stops a permanent or transient
+/// consumer, with shutdown only a permanent one; a consumer with no input left finishes
+/// normally; a producer whose every subscriber has left stops with shutdown. Which stages stop
+/// does not depend on scheduling; the reason may: an instance that both loses all its
+/// subscribers and receives its producer's end stops with whichever it handles first.
+struct Prediction {
+  std::map<std::string, bool> stops;
+  std::map<std::string, std::set<std::string>> reasons;  // "error", "shutdown", "normal"
+};
+
+Prediction predict(const Scenario& s, const std::string& failed) {
+  struct Inst {
+    std::size_t stage = 0;
+    std::set<std::string> in, out;
+  };
+  std::map<std::string, Inst> g;
+  for (std::size_t i = 0; i < s.stages.size(); ++i)
+    for (std::size_t k = 0; k < s.stages[i].instances; ++k)
+      g[rel::instance_name(s.stages[i].name, s.stages[i].instances, k)].stage = i;
+  for (std::size_t i = 1; i < s.stages.size(); ++i) {
+    auto& c = s.stages[i];
+    auto& p = s.stages[s.producer_of(i)];
+    for (std::size_t ck = 0; ck < c.instances; ++ck)
+      for (std::size_t pk = 0; pk < p.instances; ++pk) {
+        const auto cn = rel::instance_name(c.name, c.instances, ck);
+        const auto pn = rel::instance_name(p.name, p.instances, pk);
+        g[cn].in.insert(pn);
+        g[pn].out.insert(cn);
+      }
+  }
+  auto stops_on = [&](const std::string& c, const std::string& why) {
+    const auto mode = s.stages[g[c].stage].cancel;
+    return (mode == CancelMode::permanent && why != "normal") ||
+           (mode == CancelMode::transient && why == "error");
+  };
+  Prediction p;
+  for (auto& [name, inst] : g)
+    p.stops[name] = false;
+  p.stops[failed] = true;
+  p.reasons[failed] = {"error"};
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (auto& [u, inst] : g) {
+      if (u == failed) continue;
+      std::set<std::string> r = p.reasons[u];
+      bool all_in = !inst.in.empty(), may_pass = true;
+      for (auto& pn : inst.in) {
+        if (!p.stops[pn]) {
+          all_in = false;
+          continue;
+        }
+        bool passes = false;
+        for (auto& why : p.reasons[pn]) {
+          if (stops_on(u, why)) r.insert(why);
+          passes = passes || !stops_on(u, why);
+        }
+        may_pass = may_pass && passes;
+      }
+      if (all_in && may_pass) r.insert("normal");
+      bool all_out = !inst.out.empty();
+      for (auto& cn : inst.out)
+        all_out = all_out && p.stops[cn];
+      if (all_out) r.insert("shutdown");
+      if (r != p.reasons[u]) {
+        p.reasons[u] = r;
+        p.stops[u] = true;
+        changed = true;
+      }
+    }
+  }
+  return p;
+}
+
+/// A known library bug (see the may_fail case): events for a partition whose subscriber has
+/// left use up demand nobody gets back, so the other partitions stall.
+bool hits_partition_stall(const Scenario& s, const Prediction& p) {
+  if (s.disp != Disp::partition) return false;
+  bool consumer_stops = false, producer_runs = false;
+  for (auto& [name, stops] : p.stops) {
+    for (std::size_t i = s.fan + 1; i < s.stages.size(); ++i)
+      if (rel::is_instance_of(name, s.stages[i].name) && stops) consumer_stops = true;
+    if (rel::is_instance_of(name, s.stages[s.fan].name) && !stops) producer_runs = true;
+  }
+  return consumer_stops && producer_runs;
+}
+
+void run_fail_fast_off(const Scenario& s) {
+  auto sh = std::make_shared<Shared>(s);
+  auto graph = Builder(s, sh).build();
+  auto run = graph.run(rel::quiet(false));
+  if (!send_info_when_due(s, *sh, run)) return rel::abandon(run);
+  auto find = [](const sluice::Metrics& m, const std::string& n) -> const sluice::StageMetrics* {
+    for (auto& st : m.stages)
+      if (st.name == n) return &st;
+    return nullptr;
+  };
+  if (!rel::await(
+          run,
+          [&] {
+            auto m = run.metrics();
+            auto* t = find(m, s.expected_instance);
+            return t != nullptr && t->finished;
+          },
+          "the faulty instance to fail", [&] { return sh->delivered.load(); }))
+    return rel::abandon(run);
+  const auto predicted = predict(s, s.expected_instance);
+  std::string message;
+  {
+    std::lock_guard lock(sh->mutex);
+    message = sh->fault_message;
+  }
+  if (!rel::await(
+          run,
+          [&] {
+            auto m = run.metrics();
+            for (auto& [name, stops] : predicted.stops)
+              if (stops && !find(m, name)->finished) return false;
+            return true;
+          },
+          "the predicted instances to stop", [&] { return sh->delivered.load(); }))
+    return rel::abandon(run);
+  bool any_running = false;
+  {
+    auto m = run.metrics();
+    INFO(rel::dump(m));
+    for (auto& [name, stops] : predicted.stops) {
+      auto* st = find(m, name);
+      CAPTURE(name);
+      REQUIRE(st != nullptr);
+      if (!stops) {
+        any_running = true;
+        CHECK_FALSE(st->finished);  // its inputs are alive: it goes on
+        continue;
+      }
+      CHECK(st->finished);
+      const auto& may = predicted.reasons.at(name);
+      const std::string why = st->stop_reason == "shutdown" || st->stop_reason == "normal"
+                                  ? st->stop_reason
+                                  : (st->stop_reason == message ? "error" : st->stop_reason);
+      CHECK(may.count(why) == 1);
+    }
+  }
+  if (any_running) {
+    // The survivors keep delivering (except where the partition bug stalls them: see the
+    // may_fail case), then a cancel ends them.
+    const auto before = sh->delivered.load();
+    if (!hits_partition_stall(s, predicted) &&
+        !rel::await(
+            run, [&] { return sh->delivered.load() >= before + 500; },
+            "the surviving stages to deliver more", [&] { return sh->delivered.load(); }))
+      return rel::abandon(run);
+    const auto report = run.cancel();
+    CHECK(report.undelivered == report.metrics.undelivered());
+    std::uint64_t dropped = 0;
+    for (auto& st : report.metrics.stages)
+      dropped += st.dropped;
+    CHECK(report.dropped == dropped);
+    // Cancelled: shutdown, or normal for a consumer that saw its producers' shutdown first and
+    // whose cancel mode does not stop on shutdown.
+    for (auto& [name, stops] : predicted.stops) {
+      if (stops) continue;
+      const auto& why = find(report.metrics, name)->stop_reason;
+      bool may_be_normal = false;
+      for (std::size_t i = 1; i < s.stages.size(); ++i)
+        if (rel::is_instance_of(name, s.stages[i].name))
+          may_be_normal = s.stages[i].cancel != CancelMode::permanent;
+      CAPTURE(name);
+      CHECK((why == "shutdown" || (may_be_normal && why == "normal")));
+    }
+  }
+  if (!rel::await_done(run)) return;
+  check_error(s, *sh, run);
+  check_accounting(s, *sh, run.metrics());
+}
+
+void run_fail_fast_on(const Scenario& s) {
+  auto sh = std::make_shared<Shared>(s);
+  auto graph = Builder(s, sh).build();
+  auto run = graph.run(rel::quiet(true));
+  if (!send_info_when_due(s, *sh, run)) return rel::abandon(run);
+  if (!rel::await_done(run)) return;
+  for (auto& st : run.metrics().stages)
+    CHECK(st.finished);
+  check_error(s, *sh, run);
+  check_accounting(s, *sh, run.metrics());
+}
+
+bool fail_fast_off_applies(Where w) {
+  // The handle_cancel faults come from the end of a finite source or a sink stopping itself:
+  // other stages may have ended by then, so who stops with what is not a function of the seed.
+  return w != Where::cancel_consumer && w != Where::cancel_producer;
+}
+
+}  // namespace
+
+TEST_SUITE("reliability.faults") {
+
+TEST_CASE("fault injection: the run ends and names the stage and every event is counted") {
+  for (auto seed : rel::seeds(0x51u << 20, 600)) {
+    const auto s = make_scenario(seed);
+    CAPTURE(seed);
+    INFO(s.describe());
+    if (rel::env_number("SLUICE_VERBOSE")) MESSAGE(seed << "\n" << s.describe());
+    const auto t0 = std::chrono::steady_clock::now();
+    run_fail_fast_on(s);
+    if (rel::env_number("SLUICE_SLOW") &&
+        std::chrono::steady_clock::now() - t0 > std::chrono::seconds(1))
+      MESSAGE("slow seed " << seed << "\n" << s.describe());
+  }
+}
+
+TEST_CASE("fault injection with fail_fast off: the cancel modes decide who stops") {
+  for (auto seed : rel::seeds(0x52u << 20, 600)) {
+    const auto s = make_scenario(seed);
+    if (!fail_fast_off_applies(s.where)) continue;
+    CAPTURE(seed);
+    INFO(s.describe());
+    if (rel::env_number("SLUICE_VERBOSE")) MESSAGE(seed << "\n" << s.describe());
+    run_fail_fast_off(s);
+  }
+}
+
+// Library bug (reported): with fail_fast off, when the subscriber of one partition stops, the
+// events hashed to its partition use up upstream demand that nobody gets back, and the other
+// partitions' consumers, which the cancel modes keep running, receive nothing more. Manual mode:
+// the run goes idle unfinished.
+// Skipped (an open bug, not a passing check): run it with --no-skip.
+TEST_CASE("fail_fast off: the other partitions go on when one partition's consumer fails" *
+          doctest::skip()) {
+  sluice::Graph g;
+  auto got = std::make_shared<std::array<std::int64_t, 2>>();
+  struct Part {
+    std::shared_ptr<std::array<std::int64_t, 2>> got;
+    void handle_events(std::span<int> events, sluice::Context<void>& ctx) {
+      for (std::size_t i = 0; i < events.size(); ++i)
+        if (ctx.instance() == 0 && (*got)[0] == 10)
+          throw std::runtime_error("partition 0 fails");
+        else
+          ++(*got)[ctx.instance()];
+    }
+  };
+  auto src = g.source("src", sluice::from_range(std::views::iota(0, 1000)));
+  src.partition(2, [](int& e) { return static_cast<std::size_t>(e % 2); });
+  sluice::StageOptions o;
+  o.instances = 2;
+  o.max_demand = 10;
+  o.cancel = sluice::CancelMode::temporary;
+  src.to("sink", Part{got}, o);
+  auto options = rel::quiet(false);
+  options.manual = true;
+  auto run = g.run(options);
+  run.run_until_idle();
+  CHECK(run.done());
+  CHECK((*got)[1] == 500);  // partition 1's consumer is alive: it gets all its events
+  if (!run.done()) run.request_cancel();
+  run.run_until_idle();
+}
+
+// Found here and by the stress test: the events a partition hash drops (std::nullopt) used up
+// upstream demand that no subscriber got back, so subscribers whose max_demand is small waited
+// for ever (docs/GENSTAGE.md, difference 19). Manual mode makes it deterministic.
+TEST_CASE("a partition hash that drops events does not stall the run") {
+  sluice::Graph g;
+  std::int64_t got = 0;
+  auto src = g.source("src", sluice::from_range(std::views::iota(0, 100)));
+  src.partition(2, [](int& e) -> std::optional<std::size_t> {
+    if (e % 10 == 0) return std::nullopt;
+    return static_cast<std::size_t>(e % 2);
+  });
+  sluice::StageOptions o;
+  o.instances = 2;
+  o.max_demand = 2;
+  src.for_each(
+      "sink", [&](int) { ++got; }, o);
+  auto options = rel::quiet();
+  options.manual = true;
+  auto run = g.run(options);
+  run.run_until_idle();
+  CHECK(run.done());
+  CHECK(got == 90);
+  CHECK(run.metrics().stages[0].filtered == 10);
+  if (!run.done()) run.request_cancel();
+  run.run_until_idle();
+}
+
+}  // TEST_SUITE("reliability.faults")
