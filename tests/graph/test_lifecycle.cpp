@@ -179,3 +179,61 @@ TEST_CASE("a stream stopped before its run has started still ends the run") {
   CHECK_NOTHROW(run.wait());
 }
 }  // TEST_SUITE("graph.lifecycle")
+
+// Found by the reliability suite: a push blocked on a full stream was never woken once its
+// source had stopped, and a stream's reader waited for ever after the run failed.
+TEST_SUITE("graph.lifecycle") {
+TEST_CASE("a push blocked on a full stream is refused when the run is cancelled") {
+  sluice::Graph g;
+  auto [in, source] = g.push_source<int>("in", 2);
+  std::atomic<bool> release{false};
+  std::atomic<int> handled{0};
+  source.for_each("stuck",
+                  [&](int) {
+                    while (!release.load())
+                      std::this_thread::yield();
+                    handled.fetch_add(1);
+                  },
+                  {.max_demand = 1});
+  auto run = g.run();
+  std::atomic<int> accepted{0};
+  std::atomic<bool> refused{false};
+  std::thread pusher([&, h = in]() mutable {
+    try {
+      for (int i = 0;; ++i) {
+        h.push(i);  // blocks once the sink holds one event and the stream two
+        accepted.fetch_add(1);
+      }
+    } catch (const sluice::closed_error&) {
+      refused = true;
+    }
+  });
+  while (accepted.load() < 3)  // one in the sink's hands, two in the stream: the next blocks
+    std::this_thread::yield();
+  run.request_cancel();
+  release = true;
+  const auto report = run.cancel();
+  pusher.join();  // would hang before the fix
+  CHECK(refused.load());
+  CHECK(handled.load() >= 1);
+  CHECK_THROWS_AS(in.push(0), sluice::closed_error);
+  (void)report;
+}
+
+TEST_CASE("a stream's reader sees the end when the run fails") {
+  sluice::Graph g;
+  auto out = g.source("endless", endless())
+                 .map("fails",
+                      [](std::int64_t x) {
+                        if (x == 100) throw std::runtime_error("boom");
+                        return x;
+                      })
+                 .stream("out", 4);
+  auto run = g.run();
+  std::int64_t read = 0;
+  while (out.next())  // ends (nullopt) instead of blocking for ever
+    ++read;
+  CHECK(read <= 100);
+  CHECK_THROWS_AS(run.wait(), sluice::stage_error);
+}
+}  // TEST_SUITE("graph.lifecycle")

@@ -254,24 +254,37 @@ class Run {
   Diagnosis diagnose() const { return sluice::diagnose(metrics()); }
 
   /// Delivers `message` to the stage's handle_info as soon as it runs (GenStage: a plain message
-  /// sent to the stage). Any thread; lock-free; does not wait.
-  template <class In, class Out>
-  void send_info(StageRef<In, Out> stage, std::any message, std::size_t instance = 0) {
+  /// sent to the stage). `stage`: the engine's StageRef or the builder's Stage. Any thread;
+  /// lock-free; does not wait.
+  template <class S>
+  requires requires(const S& s) {
+    { s.id() } -> std::convertible_to<std::size_t>;
+  }
+  void send_info(const S& stage, std::any message, std::size_t instance = 0) {
     cell(stage.id(), instance)
         .post_external({detail::ExternalCommand::Kind::message, std::move(message)});
   }
 
   /// Delivers `message` to the stage's handle_info after the events it has buffered at that
   /// moment have been dispatched (GenStage async_info/2). Any thread; lock-free; does not wait.
-  template <class In, class Out>
-  void async_info(StageRef<In, Out> stage, std::any message, std::size_t instance = 0) {
+  template <class S>
+  requires requires(const S& s) {
+    { s.id() } -> std::convertible_to<std::size_t>;
+  }
+  void async_info(const S& stage, std::any message, std::size_t instance = 0) {
     cell(stage.id(), instance)
         .post_external({detail::ExternalCommand::Kind::info, std::move(message)});
   }
 
   /// Switches a producer between forward and accumulate demand (GenStage demand/2). Any thread.
-  template <class Out>
-  void set_demand_mode(StageRef<void, Out> stage, DemandMode mode, std::size_t instance = 0) {
+  template <class S>
+  requires requires(const S& s) {
+    typename S::input_type;
+    { s.id() } -> std::convertible_to<std::size_t>;
+  }
+  void set_demand_mode(const S& stage, DemandMode mode, std::size_t instance = 0) {
+    static_assert(std::is_void_v<typename S::input_type>,
+                  "set_demand_mode: only a producer (a source) has a demand mode");
     cell(stage.id(), instance)
         .post_external({detail::ExternalCommand::Kind::demand_mode, std::any{}, mode});
   }
@@ -606,6 +619,9 @@ class Engine {
                         StageKind kind) {
     using OutEvent = std::conditional_t<std::is_void_v<Out>, char, Out>;
     static_assert(std::is_void_v<Out> || std::is_same_v<DispOut, Out>);
+    static_assert(std::is_nothrow_destructible_v<Handler>,
+                  "a stage handler's destructor must not throw (stages are destroyed while a run "
+                  "ends, where an exception has nowhere to go)");
     Decl d;
     d.name = name;
     d.kind = kind;

@@ -59,6 +59,14 @@ class SharedWaker {
 ///             if it was set. A seq_cst fence on each side after the first step orders it before
 ///             the second, so one of them sees the other's write: no event waits unseen.
 ///   closed_ : seq_cst; close() sets it, then wakes the source the same way.
+///   pending_: pushes in flight (seq_cst). A push counts itself, then reads closed_ (refused if
+///             set); close() sets closed_, and the source finishes only once it reads pending_
+///             at 0, then an empty queue. Either the push sees closed_ or the source sees the
+///             push counted, so a push that returns normally is always emitted. The last push to
+///             leave after close() wakes the source.
+///   close() also releases one slot: a push blocked on a full stream wakes, sees closed_, gives
+///             the slot back (waking the next) and is refused, so no push blocks for ever once
+///             the stream is closed (by close(), drain, or the source stopping).
 template <class T>
 class PushState {
   static_assert(std::is_default_constructible_v<T> && std::is_move_assignable_v<T>,
@@ -69,25 +77,26 @@ class PushState {
 
   // ---- application threads --------------------------------------------------------------------
   void push(T&& e) {
-    check_open();
+    InFlight counted(*this);
     slots_.acquire();
-    enqueue(std::move(e));
+    enqueue_open(std::move(e));
   }
   bool try_push(T&& e) {
-    check_open();
+    InFlight counted(*this);
     if (!slots_.try_acquire()) return false;
-    enqueue(std::move(e));
+    enqueue_open(std::move(e));
     return true;
   }
   template <class Rep, class Period>
   bool push_for(T&& e, std::chrono::duration<Rep, Period> timeout) {
-    check_open();
+    InFlight counted(*this);
     if (!slots_.try_acquire_for(timeout)) return false;
-    enqueue(std::move(e));
+    enqueue_open(std::move(e));
     return true;
   }
   void close() {
-    closed_.store(true);
+    if (closed_.exchange(true)) return;
+    slots_.release();  // wakes a push blocked on a full stream: it is refused (see above)
     wake_if_hungry();
   }
 
@@ -108,18 +117,44 @@ class PushState {
   bool arm() {
     hungry_.store(true);
     std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with enqueue's fence
-    if (queue_.size_approx() > 0 || closed_.load()) {
+    if (queue_.size_approx() > 0 || closed_and_empty()) {
       hungry_.store(false);
       return true;
     }
     return false;
   }
-  bool closed_and_empty() const { return closed_.load() && queue_.size_approx() == 0; }
+  /// Closed, no push in flight, nothing queued: in that order (a push leaves after enqueuing).
+  bool closed_and_empty() const {
+    return closed_.load() && pending_.load() == 0 && queue_.size_approx() == 0;
+  }
   void set_waker(Waker w) { waker_.set(std::move(w)); }
 
  private:
-  void check_open() const {
-    if (closed_.load()) throw closed_error("sluice: push after close()");
+  /// Counts one push in flight for its whole call (see pending_).
+  struct InFlight {
+    PushState& s;
+    explicit InFlight(PushState& state) : s(state) {
+      s.pending_.fetch_add(1);
+      if (s.closed_.load()) {
+        leave();
+        throw closed_error("sluice: push after close()");
+      }
+    }
+    ~InFlight() { leave(); }
+    InFlight(const InFlight&) = delete;
+    InFlight& operator=(const InFlight&) = delete;
+    void leave() noexcept {
+      if (s.pending_.fetch_sub(1) == 1 && s.closed_.load()) s.wake_if_hungry();
+    }
+  };
+  /// After a slot was taken: enqueues, unless the stream was closed meanwhile (then the slot goes
+  /// back, waking the next blocked push, and this one is refused).
+  void enqueue_open(T&& e) {
+    if (closed_.load()) {
+      slots_.release();
+      throw closed_error("sluice: push after close()");
+    }
+    enqueue(std::move(e));
   }
   void enqueue(T&& e) {
     queue_.enqueue(std::move(e));
@@ -135,6 +170,7 @@ class PushState {
   MpmcQueue<T> queue_;
   std::atomic<bool> hungry_{false};
   std::atomic<bool> closed_{false};
+  std::atomic<std::int64_t> pending_{0};
   SharedWaker waker_;
 };
 
@@ -155,6 +191,9 @@ struct PushSource {
     state->close();
     serve(ctx);
   }
+  /// The source stopped (finished, cancelled, failed): pushes are refused from now on, and a push
+  /// blocked on a full stream is woken to be refused.
+  void handle_terminate(const Reason&) { state->close(); }
 
   void serve(Context<T>& ctx) {
     for (;;) {
@@ -304,6 +343,9 @@ struct StreamSink {
     if (const auto n = state->take_consumed(); n > 0) ctx.ask(sub, n);
   }
   void handle_cancel(const CancelInfo&, Context<void>&) { state->end(); }
+  /// The sink stopped for any reason (the run failed or was cancelled too): the reader sees the
+  /// end instead of waiting for ever.
+  void handle_terminate(const Reason&) { state->end(); }
 };
 
 }  // namespace detail

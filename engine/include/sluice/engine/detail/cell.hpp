@@ -62,6 +62,11 @@ template <class H, class Out>
 concept HasHandleDrain = requires(H& h, Context<Out>& c) {
   h.handle_drain(c);
 };
+/// GenStage's terminate/2: called once when the stage stops, whatever the reason.
+template <class H>
+concept HasHandleTerminate = requires(H& h, const Reason& r) {
+  h.handle_terminate(r);
+};
 template <class H, class Out>
 concept HasHandleDiscarded = requires(H& h, std::span<Out> s) {
   { h.handle_discarded(s) } -> std::convertible_to<bool>;
@@ -437,6 +442,9 @@ class Cell final : public CellBase,
       }
     }
     guarded([&] { publish_gauges(); });
+    buffered_.set(0);  // what a dispatcher still holds was counted as lost above
+    if constexpr (HasHandleTerminate<Handler>)
+      guarded([&] { handler_.handle_terminate(reason); });  // stopping regardless (GenStage too)
     mark_finished(reason);
   }
 
