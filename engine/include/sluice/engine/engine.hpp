@@ -71,6 +71,29 @@ class StageRef {
 
 namespace detail {
 
+/// `s` with its control characters escaped (\n, \r, \t, \xNN): stage names in one-line reports.
+inline std::string escape_controls(const std::string& s) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u != 0x7f) {
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else {
+      out += "\\x";
+      out += hex[u >> 4];
+      out += hex[u & 0xf];
+    }
+  }
+  return out;
+}
+
 inline std::string instance_name(const std::string& stage, std::size_t instances, std::size_t i) {
   return instances == 1 ? stage : stage + "#" + std::to_string(i);
 }
@@ -572,29 +595,8 @@ class Engine {
     if (name.empty()) throw option_error("a stage needs a non-empty name");
     // A control character (a line break) in a name would split the one-problem-per-line reports
     // and the logs: refused, and shown escaped.
-    bool control = false;
-    std::string shown;
-    for (char ch : name) {
-      const auto u = static_cast<unsigned char>(ch);
-      if (u >= 0x20 && u != 0x7f) {
-        shown += ch;
-        continue;
-      }
-      control = true;
-      static constexpr char hex[] = "0123456789abcdef";
-      if (ch == '\n') {
-        shown += "\\n";
-      } else if (ch == '\r') {
-        shown += "\\r";
-      } else if (ch == '\t') {
-        shown += "\\t";
-      } else {
-        shown += "\\x";
-        shown += hex[u >> 4];
-        shown += hex[u & 0xf];
-      }
-    }
-    if (control)
+    const std::string shown = detail::escape_controls(name);
+    if (shown != name)
       throw option_error("stage '" + shown +
                          "': option name must not contain control characters (shown escaped)");
     for (auto& d : decls_)

@@ -113,30 +113,6 @@ inline std::string function_cannot_ask(StageKind kind, const std::string& what) 
                    what + ") cannot ask";
 }
 
-/// A problem line with its control characters escaped (a stage name may carry them until the
-/// engine refuses it): compile() reports one problem per line.
-inline std::string escape_controls(const std::string& s) {
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out;
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u >= 0x20 && u != 0x7f) {
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else {
-      out += "\\x";
-      out += hex[u >> 4];
-      out += hex[u & 0xf];
-    }
-  }
-  return out;
-}
-
 // ---- the handlers behind the function stages ----------------------------------------------------
 
 template <class R>
