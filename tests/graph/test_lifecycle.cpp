@@ -187,9 +187,11 @@ TEST_CASE("a push blocked on a full stream is refused when the run is cancelled"
   sluice::Graph g;
   auto [in, source] = g.push_source<int>("in", 2);
   std::atomic<bool> release{false};
+  std::atomic<bool> entered{false};
   std::atomic<int> handled{0};
   source.for_each("stuck",
                   [&](int) {
+                    entered = true;
                     while (!release.load())
                       std::this_thread::yield();
                     handled.fetch_add(1);
@@ -208,7 +210,10 @@ TEST_CASE("a push blocked on a full stream is refused when the run is cancelled"
       refused = true;
     }
   });
-  while (accepted.load() < 3)  // one in the sink's hands, two in the stream: the next blocks
+  // The sink holds one event inside its callback and the stream two: the next push blocks.
+  // Waiting on `entered` too, not only on the count: the third push can be accepted before
+  // the sink's task has started.
+  while (accepted.load() < 3 || !entered.load())
     std::this_thread::yield();
   run.request_cancel();
   release = true;
