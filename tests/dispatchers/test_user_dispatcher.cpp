@@ -131,8 +131,7 @@ TEST_CASE("key affinity: falls back to the least loaded when its subscriber has 
   CHECK(d.affinity(7) == 0);
 }
 
-TEST_CASE("key affinity in a real run: every event once, keys spread over the consumers" *
-          doctest::timeout(300)) {
+TEST_CASE("key affinity in a real run: every event once, keys spread over the consumers") {
   struct Source {
     std::int64_t next = 0;
     void handle_demand(std::size_t n, sluice::Context<Keyed>& c) {

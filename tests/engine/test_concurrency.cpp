@@ -101,17 +101,16 @@ void exactly_once(std::int64_t events, std::int64_t max_demand, int concurrency)
 
 TEST_SUITE("engine.concurrency") {
 
-TEST_CASE("10 million events through producer -> 4 x producer_consumer -> 2 x consumer, once" *
-          doctest::timeout(600)) {
+TEST_CASE("10 million events through producer -> 4 x producer_consumer -> 2 x consumer, once") {
   exactly_once(10'000'000, 1000, 0);
 }
 
-TEST_CASE("small demand windows and more threads than cores" * doctest::timeout(600)) {
+TEST_CASE("small demand windows and more threads than cores") {
   exactly_once(200'000, 1, 4);
   exactly_once(1'000'000, 7, 3);
 }
 
-TEST_CASE("move-only events (unique_ptr) through a pipeline" * doctest::timeout(120)) {
+TEST_CASE("move-only events (unique_ptr) through a pipeline") {
   struct Boxes {
     int next = 0;
     void handle_demand(std::size_t n, sluice::Context<std::unique_ptr<int>>& c) {

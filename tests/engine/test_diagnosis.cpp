@@ -172,6 +172,10 @@ TEST_CASE("a consumer blocked inside handle_events, on threads") {
                 },
                 {.max_demand = 10});
   auto run = g.run();
+  // consumer_busy holds as soon as events are on the edge; wait for the sink to be inside its
+  // callback first, so the chunk it holds stays in flight until released.
+  while (!inside.load())
+    std::this_thread::yield();
   auto d = diagnose_until(
       run, [](const sluice::Diagnosis& x) { return !x.of(Kind::consumer_busy).empty(); });
   REQUIRE(d.of(Kind::consumer_busy).size() == 1);

@@ -23,8 +23,7 @@ auto endless() {
 }  // namespace
 
 TEST_SUITE("graph.lifecycle") {
-TEST_CASE("drain under load: the sources stop, everything emitted is delivered" *
-          doctest::timeout(120)) {
+TEST_CASE("drain under load: the sources stop, everything emitted is delivered") {
   sluice::Graph g;
   std::int64_t received = 0, last = -1, order_errors = 0;
   g.source("endless", endless())
@@ -46,8 +45,7 @@ TEST_CASE("drain under load: the sources stop, everything emitted is delivered" 
     CHECK(s.stop_reason == "normal");
 }
 
-TEST_CASE("cancel stops an endless graph and reports what was not delivered" *
-          doctest::timeout(120)) {
+TEST_CASE("cancel stops an endless graph and reports what was not delivered") {
   sluice::Graph g;
   std::atomic<std::int64_t> received{0};
   g.source("endless", endless())
@@ -71,8 +69,7 @@ TEST_CASE("cancel stops an endless graph and reports what was not delivered" *
   CHECK_NOTHROW(run.wait());
 }
 
-TEST_CASE("4 application threads push 1 million events each, a slow consumer, memory bounded" *
-          doctest::timeout(600)) {
+TEST_CASE("4 application threads push 1 million events each, a slow consumer, memory bounded") {
   constexpr std::int64_t per_thread = 1'000'000;
   constexpr std::ptrdiff_t capacity = 1000;
   sluice::Graph g;
@@ -137,7 +134,7 @@ TEST_CASE("a graph's output read as a range, in order") {
   CHECK(errors == 0);
 }
 
-TEST_CASE("stopping a stream early cancels it cleanly: the run ends" * doctest::timeout(120)) {
+TEST_CASE("stopping a stream early cancels it cleanly: the run ends") {
   sluice::Graph g;
   auto out = g.source("endless", endless()).stream("out", 16);
   auto run = g.run();

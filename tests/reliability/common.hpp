@@ -109,7 +109,7 @@ inline std::uint64_t activity(const sluice::Metrics& m) {
 /// How long nothing at all may move before a wait is declared hung: generous, so a slow or
 /// loaded machine never fails a test (SLUICE_STALL_SECONDS overrides it).
 inline std::chrono::seconds stall_limit() {
-  return std::chrono::seconds(env_number("SLUICE_STALL_SECONDS").value_or(20));
+  return std::chrono::seconds(env_number("SLUICE_STALL_SECONDS").value_or(60));
 }
 
 /// Polls `ready` (every millisecond) until it holds; true then. If neither the run's metrics nor

@@ -207,8 +207,11 @@ class Builder {
           [c = c_](const Ev& e) {
             if (e.body.empty()) throw std::logic_error("an event lost its body");
             const auto n = c->delivered.fetch_add(1, std::memory_order_relaxed) + 1;
-            if (n == c->request_at && !c->requested.exchange(true))
-              if (auto* r = c->run.load()) r->request_cancel();
+            // At the first delivery from request_at on once the test thread has published the
+            // Run (a sink can get there before it does; the sources are endless, so one comes).
+            if (c->request_at != 0 && n >= c->request_at && !c->requested.load())
+              if (auto* r = c->run.load(); r != nullptr && !c->requested.exchange(true))
+                r->request_cancel();
           },
           o);
     }
@@ -361,14 +364,15 @@ void run_scenario(const Scenario& s) {
       CHECK(c->requested.load());
       break;
     case Stop::destroy: {
-      // The destructor cancels and waits: it must return, not throw. Nothing moves while it
-      // works, so this watchdog has only the stall limit.
+      // The destructor cancels and waits: it must return, not throw. Nothing the watchdog can
+      // see moves while it works, so this is a hang detector with a deadline far beyond any
+      // slow machine's join, not a speed check.
       std::atomic<bool> gone{false};
       std::thread t([&] {
         CHECK_NOTHROW(run_slot.reset());
         gone = true;
       });
-      const auto deadline = std::chrono::steady_clock::now() + rel::stall_limit();
+      const auto deadline = std::chrono::steady_clock::now() + 10 * rel::stall_limit();
       while (!gone.load() && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       if (!gone.load()) {

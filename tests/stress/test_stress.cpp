@@ -48,7 +48,7 @@ constexpr std::uint64_t kDeliveries = 50'000;
 #endif
 constexpr int kBlocks = 4;
 /// No counter moved for this long: a hang. Generous: a slow machine must never fail a case.
-constexpr std::chrono::seconds kStall{20};
+constexpr std::chrono::seconds kStall{60};
 
 std::optional<std::uint64_t> env_u64(const char* name) {
   const char* v = std::getenv(name);

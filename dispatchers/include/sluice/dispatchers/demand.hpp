@@ -29,6 +29,11 @@ struct DemandDispatcherOptions {
 /// to the subscriber with the most outstanding demand (greedy, largest first; equal demands stay
 /// in FIFO order); asks are passed upstream one by one, less what was already asked for on
 /// behalf of subscribers that left (`pending`).
+///
+/// As in GenStage, subscribers with different max_demand do not share fairly: a subscriber
+/// with a small max_demand beside one with a large max_demand that keeps up may receive nothing
+/// at all, since the large one is always served first. Give competing subscribers the same
+/// max_demand when each must get a share.
 template <class Event>
 class DemandDispatcher final : public Dispatcher<Event> {
  public:
