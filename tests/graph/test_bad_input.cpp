@@ -236,10 +236,77 @@ TEST_CASE("attach to a stage of another graph") {
   auto last = words.map("length", [](const std::string& s) { return static_cast<int>(s.size()); })
                   .map("again", same);
   auto run = g.run();
+  // Before owner tags, `last` (id 2) was an unknown id here and `words` (id 0) silently meant
+  // 'in'; a stage of another graph with an id and type that fit would have been attached to.
   CHECK_THROWS_WITH_AS(run.attach(last, "x", drop),
-                       "attach: unknown stage (a stage of another graph?)", sluice::option_error);
+                       "attach: the stage belongs to another graph (or engine) than this run's",
+                       sluice::option_error);
   CHECK_THROWS_WITH_AS(run.attach(words, "x", [](const std::string&) {}),
-                       "stage 'x' attaching to 'in': it does not emit this event type",
+                       "attach: the stage belongs to another graph (or engine) than this run's",
+                       sluice::option_error);
+  CHECK(run.metrics().stages.size() == 1);
+  run.cancel();
+}
+
+TEST_CASE("a stage of another graph is refused by every Run call that names a stage") {
+  // Two graphs of the same shape: every id and event type fits, only the owner tells them apart.
+  auto build = [](sluice::Graph& g) {
+    auto [in, src] = g.push_source<int>("in", 16, {.dynamic = true});
+    auto mid = src.map("mid", same);
+    mid.for_each("out", drop);
+    return std::make_pair(src, mid);
+  };
+  sluice::Graph g, other;
+  auto [src, mid] = build(g);
+  auto [other_src, other_mid] = build(other);
+  auto run = g.run();
+  const std::string refused = ": the stage belongs to another graph (or engine) than this run's";
+  CHECK_THROWS_WITH_AS(run.send_info(other_mid, 1), ("send_info" + refused).c_str(),
+                       sluice::option_error);
+  CHECK_THROWS_WITH_AS(run.async_info(other_mid, 1), ("async_info" + refused).c_str(),
+                       sluice::option_error);
+  CHECK_THROWS_WITH_AS(run.set_demand_mode(other_src, sluice::DemandMode::accumulate),
+                       ("set_demand_mode" + refused).c_str(), sluice::option_error);
+  CHECK_THROWS_WITH_AS(run.detach(other_mid), ("detach" + refused).c_str(), sluice::option_error);
+  CHECK_THROWS_WITH_AS(run.attach(other_src, "x", drop), ("attach" + refused).c_str(),
+                       sluice::option_error);
+  CHECK_THROWS_WITH_AS(sluice::attach_stream(run, other_mid, "reader", 4),
+                       ("attach" + refused).c_str(), sluice::option_error);
+  // The graph's own stages are accepted, by a second run of the same graph too.
+  run.attach(mid, "first", drop);
+  auto second = g.run();
+  second.attach(src, "late", drop);
+  second.cancel();
+  run.cancel();
+}
+
+TEST_CASE("attach refuses what the builder refuses in a name") {
+  sluice::Graph g;
+  auto [in, src] = g.push_source<int>("in", 16, {.dynamic = true});
+  auto run = g.run();
+  CHECK_THROWS_WITH_AS(run.attach(src, "two\nlines", drop),
+                       "stage 'two\\nlines': option name must not contain control characters "
+                       "(shown escaped)",
+                       sluice::option_error);
+  CHECK_THROWS_WITH_AS(run.attach(src, "", drop), "a stage needs a non-empty name",
+                       sluice::option_error);
+  CHECK_THROWS_WITH_AS(run.attach(src, "in", drop), "stage 'in': name already used",
+                       sluice::option_error);
+  CHECK(run.metrics().stages.size() == 1);
+  run.cancel();
+}
+
+TEST_CASE("an engine refuses a StageRef of another engine") {
+  sluice::Engine e, other;
+  auto p = e.producer<int>("p", Idle{}, sluice::demand_dispatcher<int>());
+  auto foreign = other.consumer<int>("c", Sink{});
+  CHECK_THROWS_WITH_AS(e.subscribe(foreign, p), "subscribe: a StageRef of another engine",
+                       sluice::option_error);
+  auto c = e.consumer<int>("c", Sink{});
+  e.subscribe(c, p);
+  auto run = e.start({.manual = true});
+  CHECK_THROWS_WITH_AS(run.detach(foreign),
+                       "detach: the stage belongs to another graph (or engine) than this run's",
                        sluice::option_error);
   run.cancel();
 }
@@ -306,6 +373,37 @@ TEST_CASE("partition dispatcher options: counts and lists") {
       sluice::partition_dispatcher<int>(std::vector<sluice::Partition>{"a", "b", "a"},
                                         [](int&) { return std::string("a"); }),
       "option partitions: partition 'a' is listed twice", sluice::option_error);
+}
+
+TEST_CASE("sizes beyond the library's bounds are refused before anything is allocated") {
+  // Before the bounds: 2^40 partitions ran out of memory, concurrency 2^20 ended in
+  // std::terminate from pthread_create.
+  CHECK_THROWS_WITH_AS((sluice::PartitionDispatcher<int>(std::int64_t{1} << 40)),
+                       "option partitions must name at most 65536 partitions, got: 1099511627776",
+                       sluice::option_error);
+  sluice::Graph g;
+  g.source("gen", nothing(), {.instances = 4097})
+      .map("m", same, {.instances = 4096})
+      .partition(65537)
+      .for_each("sink", drop, {.instances = 1u << 20});
+  CHECK_THROWS_WITH_AS(
+      g.compile(),
+      "stage 'gen': option instances must be at most 4096, got: 4097\n"
+      "stage 'm': option partitions must name at most 65536 partitions, got: 65537\n"
+      "stage 'sink': option instances must be at most 4096, got: 1048576",
+      sluice::option_error);
+  sluice::Graph ok;
+  ok.source("s", numbers()).for_each("k", drop);
+  CHECK_THROWS_WITH_AS(ok.run({.concurrency = 1 << 20}),
+                       "run option concurrency must be at most 1024, got: 1048576",
+                       sluice::option_error);
+  sluice::Graph dynamic;
+  auto [in, src] = dynamic.push_source<int>("in", 16, {.dynamic = true});
+  auto run = dynamic.run();
+  CHECK_THROWS_WITH_AS(run.attach(src, "many", drop, {}, 4097),
+                       "stage 'many': option instances must be at most 4096, got: 4097",
+                       sluice::option_error);
+  run.cancel();
 }
 
 TEST_CASE("subscribing to a stage of another graph is refused naming both stages") {

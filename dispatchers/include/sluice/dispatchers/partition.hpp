@@ -29,6 +29,7 @@ class Partitions {
  public:
   template <std::integral I>
   Partitions(I count) : count_(static_cast<std::int64_t>(count)) {  // NOLINT: implicit by design
+    if (count_ > max_partitions) return;  // refused by the dispatcher: not materialised
     for (std::int64_t i = 0; i < count_; ++i)
       names_.emplace_back(i);
   }
@@ -93,6 +94,9 @@ class PartitionDispatcher final : public Dispatcher<Event> {
     if (partitions_.requested_count() < 1)
       throw option_error("option partitions must name at least 1 partition, got: " +
                          std::to_string(partitions_.requested_count()));
+    if (partitions_.requested_count() > max_partitions)
+      throw option_error("option partitions must name at most " + std::to_string(max_partitions) +
+                         " partitions, got: " + std::to_string(partitions_.requested_count()));
     if (options_.queue_size < 1)
       throw option_error("option queue_size must be greater than 0, got: " +
                          std::to_string(options_.queue_size));

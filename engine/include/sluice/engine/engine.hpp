@@ -1,6 +1,7 @@
 #pragma once
 
 #include <any>
+#include <atomic>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -61,15 +62,29 @@ class StageRef {
   using output_type = Out;
   StageRef() = default;
   std::size_t id() const noexcept { return id_; }
+  /// The engine (or graph) that declared it: a Run refuses the stages of another.
+  std::uint64_t owner() const noexcept { return owner_; }
 
  private:
   friend class Engine;
   friend class Run;
-  explicit StageRef(std::size_t id) : id_(id) {}
+  StageRef(std::size_t id, std::uint64_t owner) : id_(id), owner_(owner) {}
   std::size_t id_ = SIZE_MAX;
+  std::uint64_t owner_ = 0;
 };
 
 namespace detail {
+
+/// A fresh tag telling apart the stages of different engines and graphs (StageRef::owner, the
+/// builder Stage's owner()).
+inline std::uint64_t new_owner_tag() {
+  static std::atomic<std::uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);  // only uniqueness matters: no ordering
+}
+/// The owner an Engine compiled from a graph takes (the graph's, so its stages are accepted).
+struct OwnerTag {
+  std::uint64_t value;
+};
 
 /// `s` with its control characters escaped (\n, \r, \t, \xNN): stage names in one-line reports.
 inline std::string escape_controls(const std::string& s) {
@@ -92,6 +107,26 @@ inline std::string escape_controls(const std::string& s) {
     }
   }
   return out;
+}
+
+/// Refuses an empty stage name, and one with control characters (a line break would split the
+/// one-problem-per-line reports and the logs; shown escaped).
+inline void check_stage_name(const std::string& name) {
+  if (name.empty()) throw option_error("a stage needs a non-empty name");
+  const std::string shown = escape_controls(name);
+  if (shown != name)
+    throw option_error("stage '" + shown +
+                       "': option name must not contain control characters (shown escaped)");
+}
+
+/// Refuses 0 instances, and more than max_instances (each instance is a cell with an edge to
+/// every instance of its producers and consumers: far beyond this, memory runs out first).
+inline void check_instances(const std::string& name, std::size_t instances) {
+  if (instances == 0)
+    throw option_error("stage '" + name + "': option instances must be at least 1, got: 0");
+  if (instances > max_instances)
+    throw option_error("stage '" + name + "': option instances must be at most " +
+                       std::to_string(max_instances) + ", got: " + std::to_string(instances));
 }
 
 inline std::string instance_name(const std::string& stage, std::size_t instances, std::size_t i) {
@@ -284,7 +319,7 @@ class Run {
     { s.id() } -> std::convertible_to<std::size_t>;
   }
   void send_info(const S& stage, std::any message, std::size_t instance = 0) {
-    cell(stage.id(), instance)
+    cell(id_in_run(stage, "send_info"), instance)
         .post_external({detail::ExternalCommand::Kind::message, std::move(message)});
   }
 
@@ -295,7 +330,7 @@ class Run {
     { s.id() } -> std::convertible_to<std::size_t>;
   }
   void async_info(const S& stage, std::any message, std::size_t instance = 0) {
-    cell(stage.id(), instance)
+    cell(id_in_run(stage, "async_info"), instance)
         .post_external({detail::ExternalCommand::Kind::info, std::move(message)});
   }
 
@@ -308,7 +343,7 @@ class Run {
   void set_demand_mode(const S& stage, DemandMode mode, std::size_t instance = 0) {
     static_assert(std::is_void_v<typename S::input_type>,
                   "set_demand_mode: only a producer (a source) has a demand mode");
-    cell(stage.id(), instance)
+    cell(id_in_run(stage, "set_demand_mode"), instance)
         .post_external({detail::ExternalCommand::Kind::demand_mode, std::any{}, mode});
   }
 
@@ -348,7 +383,7 @@ class Run {
   void detach(const S& stage, Reason reason = Reason::normal()) {
     static_assert(!std::is_void_v<typename S::input_type>,
                   "detach: a producer has no subscription to cancel");
-    const auto c = cells_of(stage.id());
+    const auto c = cells_of(id_in_run(stage, "detach"));
     for (auto i = c.first; i < c.first + c.count; ++i)
       core_->cells()[i].post_external(
           {detail::ExternalCommand::Kind::cancel_inputs, std::any(reason)});
@@ -393,6 +428,20 @@ class Run {
   std::unique_ptr<detail::ManualExecutor> manual_;
   std::unique_ptr<detail::RunCore> core_;
   std::unique_ptr<Table> table_ = std::make_unique<Table>();
+  std::uint64_t owner_ = 0;  // the Engine's (or graph's) tag: its stages are this run's
+
+  /// The stage's id, once it is known to be one of this run's (a StageRef of another engine or
+  /// a Stage of another graph would name another stage here, or none).
+  template <class S>
+  std::size_t id_in_run(const S& stage, const char* what) const {
+    if constexpr (requires {
+                    { stage.owner() } -> std::convertible_to<std::uint64_t>;
+                  })
+      if (stage.owner() != owner_)
+        throw option_error(std::string(what) +
+                           ": the stage belongs to another graph (or engine) than this run's");
+    return stage.id();
+  }
 
   StageCells cells_of(std::size_t stage) const {
     if (stage >= table_->cells.size()) throw std::out_of_range("sluice: no such stage in this run");
@@ -421,6 +470,11 @@ class Run {
 /// each call, so an invalid option is rejected before anything runs.
 class Engine {
  public:
+  Engine() = default;
+  /// An engine whose stages are a graph's (the builder compiles into it with the graph's tag,
+  /// so a Run accepts the builder's Stage objects).
+  explicit Engine(detail::OwnerTag owner) : owner_(owner.value) {}
+
   /// A producer: `handler.handle_demand(n, ctx)`, optional handle_info / handle_cancel /
   /// handle_discarded.
   template <class Out, class Handler>
@@ -434,9 +488,10 @@ class Engine {
     check_name_and_instances(name, instances);
     check_producer_options(name, options, false);
     if (!dispatcher) throw option_error("stage '" + name + "': option dispatcher: none given");
-    return StageRef<void, Out>(add_stage<void, Out, Handler>(std::move(name), std::move(handler),
-                                                             options, std::move(dispatcher),
-                                                             instances, StageKind::producer));
+    return StageRef<void, Out>(
+        add_stage<void, Out, Handler>(std::move(name), std::move(handler), options,
+                                      std::move(dispatcher), instances, StageKind::producer),
+        owner_);
   }
 
   /// A producer_consumer: `handler.handle_events(span<In>, [SubscriptionId,] ctx)`.
@@ -454,9 +509,10 @@ class Engine {
     check_name_and_instances(name, instances);
     check_producer_options(name, options, true);
     if (!dispatcher) throw option_error("stage '" + name + "': option dispatcher: none given");
-    return StageRef<In, Out>(add_stage<In, Out, Handler>(std::move(name), std::move(handler),
-                                                         options, std::move(dispatcher), instances,
-                                                         StageKind::producer_consumer));
+    return StageRef<In, Out>(
+        add_stage<In, Out, Handler>(std::move(name), std::move(handler), options,
+                                    std::move(dispatcher), instances, StageKind::producer_consumer),
+        owner_);
   }
 
   /// A consumer: `handler.handle_events(span<In>, [SubscriptionId,] ctx)`.
@@ -469,7 +525,8 @@ class Engine {
     check_name_and_instances(name, instances);
     return StageRef<In, void>(
         add_stage<In, void, Handler>(std::move(name), std::move(handler), ProducerOptions{},
-                                     DispatcherFactory<char>{}, instances, StageKind::consumer));
+                                     DispatcherFactory<char>{}, instances, StageKind::consumer),
+        owner_);
   }
 
   /// Subscribes every instance of `consumer` to every instance of `producer` (for a partition
@@ -486,6 +543,8 @@ class Engine {
     static_assert(
         std::is_same_v<CIn, POut>,
         "event types differ: the consumer's input type must be the producer's output type");
+    if (consumer.owner() != owner_ || producer.owner() != owner_)
+      throw option_error("subscribe: a StageRef of another engine");
     subscribe_by_id<POut>(consumer.id(), producer.id(), std::move(options));
   }
 
@@ -592,17 +651,10 @@ class Engine {
   }
 
   void check_name_and_instances(const std::string& name, std::size_t instances) const {
-    if (name.empty()) throw option_error("a stage needs a non-empty name");
-    // A control character (a line break) in a name would split the one-problem-per-line reports
-    // and the logs: refused, and shown escaped.
-    const std::string shown = detail::escape_controls(name);
-    if (shown != name)
-      throw option_error("stage '" + shown +
-                         "': option name must not contain control characters (shown escaped)");
+    detail::check_stage_name(name);
     for (auto& d : decls_)
       if (d.name == name) throw option_error("stage '" + name + "': name already used");
-    if (instances == 0)
-      throw option_error("stage '" + name + "': option instances must be at least 1, got: 0");
+    detail::check_instances(name, instances);
   }
 
   static void check_producer_options(const std::string& name, const ProducerOptions& o,
@@ -664,6 +716,7 @@ class Engine {
 
   std::vector<Decl> decls_;
   std::vector<Sub> subs_;
+  std::uint64_t owner_ = detail::new_owner_tag();
   std::vector<std::shared_ptr<const DispatcherBase>> probes_;  // null for consumers
 };
 
@@ -705,16 +758,16 @@ StageRef<typename P::output_type, void> Run::attach(const P& producer, std::stri
     return attach(producer, std::move(name), detail::EachHandler<In, Handler>{std::move(handler)},
                   std::move(options), instances);
   } else {
-    if (name.empty()) throw option_error("a stage needs a non-empty name");
-    if (instances == 0)
-      throw option_error("stage '" + name + "': option instances must be at least 1, got: 0");
+    detail::check_stage_name(name);
+    detail::check_instances(name, instances);
+    const auto producer_id = id_in_run(producer, "attach");
     std::lock_guard lock(table_->mutex);
     auto& stages = table_->stages;
-    if (producer.id() >= stages.size())
+    if (producer_id >= stages.size())
       throw option_error("attach: unknown stage (a stage of another graph?)");
     for (auto& st : stages)
       if (st.name == name) throw option_error("stage '" + name + "': name already used");
-    const StageEntry& p = stages[producer.id()];
+    const StageEntry& p = stages[producer_id];
     if (p.kind == StageKind::consumer || p.out != typeid(In))
       throw option_error("stage '" + name + "' attaching to '" + p.name +
                          "': it does not emit this event type");
@@ -764,7 +817,7 @@ StageRef<typename P::output_type, void> Run::attach(const P& producer, std::stri
       cells[late[i].first].post_external(std::move(commands[i]));
     for (auto i : ids)
       core_->notify(i);
-    return StageRef<In, void>(stages.size() - 1);
+    return StageRef<In, void>(stages.size() - 1, owner_);
   }
 }
 
@@ -834,12 +887,16 @@ inline Run Engine::start(RunOptions options) const {
   if (options.concurrency < 0)
     problems += "run option concurrency must be 0 (hardware) or more, got: " +
                 std::to_string(options.concurrency) + "\n";
+  if (options.concurrency > max_concurrency)
+    problems += "run option concurrency must be at most " + std::to_string(max_concurrency) +
+                ", got: " + std::to_string(options.concurrency) + "\n";
   if (!problems.empty()) {
     problems.pop_back();
     throw option_error(problems);
   }
 
   Run run;
+  run.owner_ = owner_;
   detail::Executor* ex = nullptr;
   if (options.manual) {
     run.manual_ = std::make_unique<detail::ManualExecutor>();

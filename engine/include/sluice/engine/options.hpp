@@ -18,6 +18,13 @@ inline constexpr std::int64_t infinity = std::numeric_limits<std::int64_t>::max(
 inline constexpr std::int64_t default_max_demand = 1000;
 inline constexpr std::int64_t default_producer_buffer_size = 10000;
 
+/// Upper bounds on sizes (an option_error beyond them, instead of running out of memory or
+/// threads): instances of one stage, partitions of one partition dispatcher, and
+/// RunOptions::concurrency.
+inline constexpr std::size_t max_instances = 4096;
+inline constexpr std::int64_t max_partitions = 65536;
+inline constexpr int max_concurrency = 1024;
+
 /// What a consumer does when one of its subscriptions is cancelled (GenStage `:cancel`).
 enum class CancelMode {
   permanent,  ///< stop on any cancellation reason (default)

@@ -85,6 +85,7 @@ struct GraphLink {
 struct GraphData {
   std::vector<GraphNode> nodes;
   std::vector<GraphLink> links;
+  std::uint64_t owner = new_owner_tag();  // its Stages' owner(); the compiled Engine's too
 };
 
 /// The most events a push source or a stream may hold (a std::counting_semaphore counts them;
@@ -452,6 +453,8 @@ class Stage {
 
   std::size_t id() const noexcept { return id_; }
   const std::string& name() const { return graph_->nodes[id_].name; }
+  /// The graph that declared it: a Run of another graph refuses it.
+  std::uint64_t owner() const noexcept { return graph_->owner; }
 
  private:
   friend class Graph;
@@ -649,7 +652,7 @@ std::pair<PushHandle<T>, Stage<void, T>> Graph::push_source(std::string name,
 }
 
 inline CompiledGraph Graph::compile() const {
-  auto engine = std::make_shared<Engine>();
+  auto engine = std::make_shared<Engine>(detail::OwnerTag{data_->owner});
   std::vector<std::string> problems;
   std::vector<std::string> troubled;  // stages already reported (their topology follows)
   auto report = [&](const std::string& stage, const std::string& problem) {
