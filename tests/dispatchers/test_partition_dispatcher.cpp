@@ -72,8 +72,10 @@ TEST_CASE("subscribes, asks and cancels") {
   CHECK(d.cancel(0, out) == 0);
   CHECK(waiting_and_pending(d) == WP{10, 10});
   // Now attempt to dispatch with no consumers: the events wait in their partitions' queues.
+  // No subscribed partition waits for anything, so the demand is used up as in GenStage.
   CHECK(dispatch<int>(d, out, {0, 1, 2, 3}).leftovers.empty());
   CHECK(waiting_and_pending(d) == WP{6, 10});
+  CHECK(out.unasked_count == 0);
   CHECK(out.sent.empty());
   CHECK(d.queue_size_of(0) == 2);
   CHECK(d.queue_size_of(1) == 2);
@@ -150,6 +152,35 @@ TEST_CASE("buffers events before subscription") {
   CHECK(waiting_and_pending(d) == WP{3, 0});
   CHECK(out.take_sent().empty());  // partition 0 has no demand left: queued
   CHECK(d.queue_size_of(0) == 2);
+}
+
+// Not in GenStage (docs/GENSTAGE.md difference 19): there the events of a partition whose
+// subscriber left use up the demand the other partitions asked for, and their consumers starve.
+TEST_CASE("events for a partition whose subscriber left meet no demand the others wait for") {
+  D d(2, phash2(2));
+  Recorder out;
+  CHECK(d.subscribe(sub(0, 0), out) == 0);
+  CHECK(d.subscribe(sub(1, 1), out) == 0);
+  CHECK(d.ask(0, 4, out) == 4);
+  CHECK(d.ask(1, 4, out) == 4);
+  CHECK(d.cancel(1, out) == 0);  // partition 1 had no queue: its demand goes to pending
+  CHECK(waiting_and_pending(d) == WP{8, 4});
+  // Partition 0 waits for 4 and waiting (8) covers them with 4 to spare: the spare demand, asked
+  // for the consumer that left, is used up by partition 1's events first.
+  CHECK(dispatch<int>(d, out, {0, 3, 4, 10}).leftovers.empty());  // all partition 1
+  CHECK(waiting_and_pending(d) == WP{4, 4});
+  CHECK(out.unasked_count == 0);
+  // Now waiting is only what partition 0 waits for: partition 1's events meet no demand.
+  CHECK(dispatch<int>(d, out, {12, 1, 0, 2}).leftovers.empty());  // 1, 0 to partition 0
+  CHECK(waiting_and_pending(d) == WP{2, 4});
+  CHECK(out.unasked_count == 2);
+  CHECK(out.take_sent() == Sends{{0, {1, 2}}});
+  CHECK(d.demand_of(0) == 2);
+  CHECK(d.queue_size_of(1) == 6);  // kept for a later subscriber (bounded by queue_size)
+  // A new subscriber takes partition 1: its events use demand up again.
+  CHECK(d.subscribe(sub(2, 1), out) == 0);
+  CHECK(d.ask(2, 10, out) == 6);  // 4 of its 10 were already asked for (pending)
+  CHECK(out.take_sent() == Sends{{2, {0, 3, 4, 10, 12, 0}}});
 }
 
 TEST_CASE("buffers events after subscription") {

@@ -280,6 +280,7 @@ struct LoggingDemandDispatcher final : sluice::Dispatcher<Ev> {
     }
     void discard(std::span<Ev> events, std::string_view why) override { out->discard(events, why); }
     void filtered(std::size_t n) override { out->filtered(n); }
+    void unasked(std::size_t n) override { out->unasked(n); }
     void release_info(std::uint64_t token) override { out->release_info(token); }
     void ask_on_behalf(sluice::SubscriberId of, std::size_t n) override {
       out->ask_on_behalf(of, n);

@@ -44,6 +44,7 @@ class Recorder final : public sluice::Outbox<E> {
   std::size_t shared_sends = 0;  // sends of a shared batch (no copy per subscriber)
   std::size_t batches_made = 0;  // calls to share()
   std::size_t filtered_count = 0;
+  std::size_t unasked_count = 0;
 
   void send(sluice::SubscriberId to, std::span<E> events) override {
     sent.push_back({to, std::vector<E>(std::make_move_iterator(events.begin()),
@@ -66,6 +67,7 @@ class Recorder final : public sluice::Outbox<E> {
     discard_reasons.emplace_back(why);
   }
   void filtered(std::size_t n) override { filtered_count += n; }
+  void unasked(std::size_t n) override { unasked_count += n; }
   void release_info(std::uint64_t token) override { infos.push_back(token); }
   void ask_on_behalf(sluice::SubscriberId of, std::size_t n) override {
     asked_on_behalf.emplace_back(of, n);

@@ -84,7 +84,9 @@ struct DefaultPartitionHash {};
 /// without a subscriber drops by queue_keep) and counted in the producer's buffered metric and each
 /// edge's `queued` metric; events a cancelled partition still queued are reported as dropped
 /// (GenStage discards them silently); events the hash drops are counted in the producer's
-/// `filtered` metric.
+/// `filtered` metric; events the hash drops, and events for a partition whose subscriber has left,
+/// meet no demand (GenStage counts them against it, which starves the other partitions'
+/// consumers: they wait for events the producer was never asked for again).
 template <class Event, class Hash = DefaultPartitionHash>
 class PartitionDispatcher final : public Dispatcher<Event> {
  public:
@@ -170,6 +172,7 @@ class PartitionDispatcher final : public Dispatcher<Event> {
       throw subscription_refused("option partition " + partitions_[slot].to_string() +
                                  " is already taken");
     p.subscriber = s.id;
+    if (std::exchange(p.orphan, false)) --orphans_;
     slot_of_[s.id] = slot;
     return 0;
   }
@@ -181,6 +184,7 @@ class PartitionDispatcher final : public Dispatcher<Event> {
     slot_of_.erase(it);
     auto& p = parts_[slot];
     p.subscriber.reset();
+    if (!std::exchange(p.orphan, true)) ++orphans_;
     if (p.queue.empty()) {
       pending_ += p.demand;
       p.demand = 0;
@@ -211,17 +215,43 @@ class PartitionDispatcher final : public Dispatcher<Event> {
     if (waiting_ == 0) return 0;
     std::size_t taken = 0;
     std::size_t none = 0;
-    for (; taken < events.size() && waiting_ > 0; ++taken) {
-      Event& e = events[taken];
-      const auto slot = hash(e);
-      if (slot < 0) {
-        ++none;
-        continue;
+    // Events for a partition whose subscriber left meet no demand while the subscribed
+    // partitions still wait for theirs (their consumers would starve otherwise). Upstream demand
+    // beyond what the subscribed partitions wait for (asked for consumers that left) is used up
+    // by them, as in GenStage: a producer whose subscribed partitions are served is not asked
+    // again and again for events nobody takes.
+    std::size_t unasked = 0;
+    std::int64_t live = 0;  // demand the subscribed partitions still wait for
+    if (orphans_ > 0)
+      for (auto& p : parts_)
+        if (p.subscriber) live += p.demand;
+    auto scatter = [&]<bool any_orphan>() {
+      for (; taken < events.size() && waiting_ > 0; ++taken) {
+        Event& e = events[taken];
+        const auto slot = hash(e);
+        if (slot < 0) {
+          ++none;
+          continue;
+        }
+        auto& p = parts_[static_cast<std::size_t>(slot)];
+        p.batch.push_back(std::move(e));
+        if constexpr (any_orphan) {
+          if (!p.orphan) {
+            if (static_cast<std::int64_t>(p.batch.size()) <= p.demand) --live;
+          } else if (waiting_ <= live) {
+            ++unasked;
+            continue;
+          }
+        }
+        --waiting_;
       }
-      parts_[static_cast<std::size_t>(slot)].batch.push_back(std::move(e));
-      --waiting_;
-    }
+    };
+    if (orphans_ == 0)
+      scatter.template operator()<false>();
+    else
+      scatter.template operator()<true>();
     if (none > 0) out.filtered(none);
+    if (unasked > 0) out.unasked(unasked);
     for (std::size_t slot = 0; slot < parts_.size(); ++slot) {
       auto& p = parts_[slot];
       if (p.batch.empty()) continue;
@@ -283,6 +313,9 @@ class PartitionDispatcher final : public Dispatcher<Event> {
     Fifo<Event> queue;        // events beyond demand (GenStage's per-partition queue)
     std::deque<Marker> markers;
     std::vector<Event> batch;  // this dispatch's events for the partition (capacity reused)
+    /// Its subscriber left (none has taken it since): its events meet no demand, so the other
+    /// partitions' consumers are not starved by events nobody asked for.
+    bool orphan = false;
   };
   struct PendingInfo {
     std::uint64_t token;
@@ -466,6 +499,7 @@ class PartitionDispatcher final : public Dispatcher<Event> {
   std::int64_t waiting_ = 0;   // upstream demand not yet used by dispatch
   std::int64_t pending_ = 0;   // asked upstream for subscribers that left
   std::int64_t withheld_ = 0;  // owed upstream, held while a subscribed partition is backed up
+  std::size_t orphans_ = 0;    // partitions whose subscriber left
 };
 
 }  // namespace sluice

@@ -100,6 +100,11 @@ class Outbox {
   /// that met its demand with them for as many more (otherwise the consumers could wait for
   /// ever for events they asked for).
   virtual void filtered(std::size_t n) = 0;
+  /// `n` of the events passed to this dispatch call were taken without any subscriber's demand
+  /// (a partition whose subscriber has left keeps or drops them): like filtered(), they meet no
+  /// demand, but they are not counted as filtered (they are in the dispatcher's buffered count,
+  /// or were passed to discard()).
+  virtual void unasked(std::size_t n) = 0;
   /// Delivers the info message `token` to the producer's handle_info now.
   virtual void release_info(std::uint64_t token) = 0;
   /// Asks again on behalf of `of`, as if that subscriber had asked `n` (BroadcastDispatcher's

@@ -218,6 +218,7 @@ class Cell final : public CellBase,
     const auto t0 =
         timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     bool more = false;
+    if constexpr (has_out) replaced_this_quantum_ = false;
     try {
       if (run_.cancel_requested()) {
         do_stop(Reason::shutdown());
@@ -230,6 +231,7 @@ class Cell final : public CellBase,
         if constexpr (has_in)
           if (!stopped_) more = poll_inputs(budget);
         settle();
+        if constexpr (has_out) more = more || replacements_ > 0;  // the next quantum replaces
       }
       publish_gauges();
     } catch (...) {
@@ -288,8 +290,9 @@ class Cell final : public CellBase,
     }
     void filtered(std::size_t n) override {
       c_.filtered_.add(n);
-      c_.filtered_seen_ += n;
+      c_.unasked_seen_ += n;
     }
+    void unasked(std::size_t n) override { c_.unasked_seen_ += n; }
     void release_info(std::uint64_t token) override { c_.ready_infos_.push_back(token); }
     void ask_on_behalf(SubscriberId of, std::size_t n) override {
       c_.self_asks_.emplace_back(of, n);
@@ -555,7 +558,11 @@ class Cell final : public CellBase,
             demand_path(static_cast<std::int64_t>(dispatcher_->ask(id, n, outbox_)));
           continue;
         }
-        if (replacements_ > 0) {  // events the dispatcher dropped on purpose are replaced
+        // Events the dispatcher dropped on purpose or took for no subscriber are replaced, once
+        // per quantum: a hash that drops (nearly) everything from an endless source must not
+        // keep the cell in this loop, deaf to cancel (run_quantum reschedules it).
+        if (replacements_ > 0 && !replaced_this_quantum_) {
+          replaced_this_quantum_ = true;
           demand_path(std::exchange(replacements_, 0));
           continue;
         }
@@ -730,11 +737,12 @@ class Cell final : public CellBase,
       // DemandDispatcher's `pending` absorbs an ask after a subscriber left with demand.)
       if (!buffer_.empty()) {
         const auto before = buffer_.popped_total();
-        const auto filtered_before = filtered_seen_;
+        const auto unasked_before = unasked_seen_;
         take_from_buffer(static_cast<std::int64_t>(buffer_.size()));
-        // Events the dispatcher dropped on purpose (Outbox::filtered) met no demand.
+        // Events the dispatcher dropped on purpose or took for no subscriber (Outbox::filtered,
+        // Outbox::unasked) met no demand.
         k -= static_cast<std::int64_t>((buffer_.popped_total() - before) -
-                                       (filtered_seen_ - filtered_before));
+                                       (unasked_seen_ - unasked_before));
       }
       if (k <= 0 || stopped_) return;
       if constexpr (has_in) {
@@ -787,11 +795,12 @@ class Cell final : public CellBase,
         }
       }
       std::span<OutEvent> all(staged_);
-      const auto filtered_before = filtered_seen_;
+      const auto unasked_before = unasked_seen_;
       const auto took = dispatcher_->dispatch(all, outbox_);
-      // Events the dispatcher dropped on purpose (a partition hash's none) met no demand; GenStage
-      // counts them, which stalls a graph whose consumers then wait for events nobody emits.
-      const auto dropped = static_cast<std::int64_t>(filtered_seen_ - filtered_before);
+      // Events the dispatcher dropped on purpose (a partition hash's none) or took for no
+      // subscriber (a partition whose consumer left) met no demand; GenStage counts them, which
+      // stalls a graph whose consumers then wait for events nobody emits.
+      const auto dropped = static_cast<std::int64_t>(unasked_seen_ - unasked_before);
       if constexpr (has_in) {  // GenStage 1.8: the events actually sent use up downstream demand
         pc_counter_ =
             std::max<std::int64_t>(pc_counter_ - (static_cast<std::int64_t>(took) - dropped), 0);
@@ -1201,8 +1210,8 @@ class Cell final : public CellBase,
   std::deque<std::pair<std::uint64_t, std::uint64_t>> buffered_infos_;  // (position, token)
   std::deque<std::uint64_t> ready_infos_;
   std::deque<std::pair<SubscriberId, std::size_t>> self_asks_;
-  std::uint64_t filtered_seen_ = 0;  // Outbox::filtered, in all (owner thread)
-  std::int64_t replacements_ = 0;    // demand a source is asked again for (dispatch_staged)
+  std::uint64_t unasked_seen_ = 0;  // Outbox::filtered and unasked, in all (owner thread)
+  std::int64_t replacements_ = 0;   // demand a source is asked again for (dispatch_staged)
   struct InputInfo {
     std::vector<std::uint64_t> behind;  // per subscription: messages to handle first
     std::any msg;
@@ -1211,6 +1220,7 @@ class Cell final : public CellBase,
 
   std::optional<Reason> stop_request_;
   bool replay_pending_ = false;
+  bool replaced_this_quantum_ = false;  // settle: replacements asked this quantum
   bool started_ = false;
   bool stopped_ = false;
   bool settling_ = false;
