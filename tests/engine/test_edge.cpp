@@ -264,6 +264,48 @@ TEST_CASE("emit buffer: what append_generated appended before a throw stays") {
   CHECK(b[300] == "299");
 }
 
+TEST_CASE("emit buffer: append_kept keeps the accepted events in order, across growth") {
+  // Trivially copyable events take the branch-free loop; the last store past the kept ones must
+  // not show.
+  sluice::detail::EmitBuffer<std::int64_t> ints;
+  std::vector<std::int64_t> in(1000);
+  for (std::size_t i = 0; i < in.size(); ++i)
+    in[i] = static_cast<std::int64_t>(i);
+  auto multiple_of_3 = [](const std::int64_t& e) { return e % 3 == 0; };
+  CHECK(ints.append_kept(std::span<std::int64_t>(in), multiple_of_3) == 334);
+  REQUIRE(ints.size() == 334);
+  for (std::size_t i = 0; i < ints.size(); ++i)
+    CHECK(ints[i] == static_cast<std::int64_t>(3 * i));
+  auto none = [](const std::int64_t&) { return false; };
+  CHECK(ints.append_kept(std::span<const std::int64_t>(in), none) == 0);
+  CHECK(ints.size() == 334);
+
+  // Owning events: moved from a mutable span, copied from a const one.
+  sluice::detail::EmitBuffer<std::string> strings;
+  std::vector<std::string> words{std::string(40, 'a'), "b", std::string(40, 'c'), "d"};
+  auto long_word = [](const std::string& w) { return w.size() > 1; };
+  CHECK(strings.append_kept(std::span<const std::string>(words), long_word) == 2);
+  CHECK(words[0] == std::string(40, 'a'));  // copied
+  CHECK(strings.append_kept(std::span<std::string>(words), long_word) == 2);
+  CHECK(words[0].empty());  // moved from
+  CHECK(words[1] == "b");   // not kept: untouched
+  REQUIRE(strings.size() == 4);
+  CHECK(strings[3] == std::string(40, 'c'));
+}
+
+TEST_CASE("emit buffer: what append_kept appended before a throw stays") {
+  sluice::detail::EmitBuffer<std::string> b;
+  std::vector<std::string> in{"0", "1", "2", "boom", "4"};
+  auto keep = [](const std::string& e) {
+    if (e == "boom") throw std::runtime_error("boom");
+    return e != "1";
+  };
+  CHECK_THROWS_AS(b.append_kept(std::span<std::string>(in), keep), std::runtime_error);
+  REQUIRE(b.size() == 2);
+  CHECK(b[0] == "0");
+  CHECK(b[1] == "2");
+}
+
 }  // TEST_SUITE("engine.buffers")
 
 TEST_SUITE("engine.shared") {

@@ -130,6 +130,17 @@ class Context {
     return staged_->append_generated(max, next);
   }
 
+  /// Emits the events of `events` that `keep(const Out&)` accepts, in order (moved from a
+  /// mutable span, copied from a const one); returns how many. A filter's fast path: for
+  /// trivially copyable events the loop has no branch on `keep`, so its cost does not depend on
+  /// how well the predicate's outcome can be predicted.
+  template <class E, class P>
+  requires(!std::is_void_v<Out>) &&
+      std::same_as<std::remove_const_t<E>, Out>&& std::predicate<P&, const Out&> std::size_t
+      emit_kept(std::span<E> events, P&& keep) {
+    return staged_->append_kept(events, keep);
+  }
+
   /// No more events will follow those emitted so far: the stage ends normally once they have
   /// been dispatched (GenStage's `async_info(self(), :stop)` idiom of from_enumerable).
   void finish() { cell_->finish(); }

@@ -177,22 +177,10 @@ struct MapStage {
 template <class In, class F>
 struct FilterStage {
   F keep;
-  void handle_events(std::span<In> in, Context<In>& ctx) {
-    auto it = in.begin();
-    ctx.emit_generated(in.size(), [&]() -> std::optional<In> {
-      for (; it != in.end(); ++it)
-        if (keep(std::as_const(*it))) return std::move(*it++);
-      return std::nullopt;
-    });
-  }
+  void handle_events(std::span<In> in, Context<In>& ctx) { ctx.emit_kept(in, keep); }
   void handle_events(std::span<const In> in,
                      Context<In>& ctx) requires std::copy_constructible<In> {
-    auto it = in.begin();
-    ctx.emit_generated(in.size(), [&]() -> std::optional<In> {
-      for (; it != in.end(); ++it)
-        if (keep(*it)) return *it++;
-      return std::nullopt;
-    });
+    ctx.emit_kept(in, keep);
   }
 };
 

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <memory>
 #include <span>
+#include <type_traits>
 #include <utility>
 
 namespace sluice::detail {
@@ -58,6 +59,40 @@ class EmitBuffer {
       done += static_cast<std::size_t>(p - cur_);
     }
     return done;
+  }
+
+  /// Appends the events of `in` that `keep` accepts, in order: moved from a mutable span, copied
+  /// from a const one. Returns how many. Trivially copyable events are stored unconditionally
+  /// and the write position advances by the predicate's result: no branch on it (the store past
+  /// the last kept event lands in reserved capacity and needs no destruction). What was appended
+  /// stays if keep() throws.
+  template <class E, class P>
+  std::size_t append_kept(std::span<E> in, P& keep) {
+    while (static_cast<std::size_t>(cap_ - cur_) < in.size())
+      grow();
+    T* p = cur_;
+    struct Commit {  // on every exit, exceptions included
+      EmitBuffer& b;
+      T*& p;
+      ~Commit() { b.cur_ = p; }
+    } commit{*this, p};
+    if constexpr (std::is_trivially_copyable_v<T>) {
+      for (auto& e : in) {
+        const bool k = keep(std::as_const(e));
+        std::construct_at(p, e);
+        p += k ? 1 : 0;
+      }
+    } else {
+      for (auto& e : in)
+        if (keep(std::as_const(e))) {
+          if constexpr (std::is_const_v<E>)
+            std::construct_at(p, e);
+          else
+            std::construct_at(p, std::move(e));
+          ++p;
+        }
+    }
+    return static_cast<std::size_t>(p - cur_);
   }
 
   std::size_t size() const noexcept { return static_cast<std::size_t>(cur_ - begin_); }
