@@ -135,9 +135,8 @@ class Context {
   /// trivially copyable events the loop has no branch on `keep`, so its cost does not depend on
   /// how well the predicate's outcome can be predicted.
   template <class E, class P>
-  requires(!std::is_void_v<Out>) &&
-      std::same_as<std::remove_const_t<E>, Out>&& std::predicate<P&, const Out&> std::size_t
-      emit_kept(std::span<E> events, P&& keep) {
+  std::size_t emit_kept(std::span<E> events, P&& keep) requires
+      std::same_as<std::remove_const_t<E>, Out> && std::predicate<P&, const E&> {
     return staged_->append_kept(events, keep);
   }
 
