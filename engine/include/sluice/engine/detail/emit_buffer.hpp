@@ -43,11 +43,7 @@ class EmitBuffer {
       if (cur_ == cap_) grow();
       T* p = cur_;
       T* const end = p + std::min(max - done, static_cast<std::size_t>(cap_ - p));
-      struct Commit {  // on every exit, exceptions included
-        EmitBuffer& b;
-        T*& p;
-        ~Commit() { b.cur_ = p; }
-      } commit{*this, p};
+      const Commit commit{*this, p};
       for (; p != end; ++p) {
         auto e = next();
         if (!e) {
@@ -71,11 +67,7 @@ class EmitBuffer {
     while (static_cast<std::size_t>(cap_ - cur_) < in.size())
       grow();
     T* p = cur_;
-    struct Commit {  // on every exit, exceptions included
-      EmitBuffer& b;
-      T*& p;
-      ~Commit() { b.cur_ = p; }
-    } commit{*this, p};
+    const Commit commit{*this, p};
     if constexpr (std::is_trivially_copyable_v<T>) {
       for (auto& e : in) {
         const bool k = keep(std::as_const(e));
@@ -108,6 +100,13 @@ class EmitBuffer {
   }
 
  private:
+  /// Stores a loop's local write position back into cur_ on every exit, exceptions included.
+  struct Commit {
+    EmitBuffer& b;
+    T*& p;
+    ~Commit() { b.cur_ = p; }
+  };
+
   [[gnu::noinline]] void grow() {
     const std::size_t old = static_cast<std::size_t>(cap_ - begin_);
     const std::size_t cap = old == 0 ? 256 : old * 2;
