@@ -19,6 +19,7 @@ struct StageMetrics {
   std::uint64_t buffered = 0;         ///< events in the producer buffer (and dispatcher queues)
   std::uint64_t dropped = 0;          ///< events discarded by a full buffer (passed to the hook)
   std::uint64_t lost = 0;             ///< events discarded because the stage stopped early
+                                      ///< (a push source's: also what its stream still queued)
   std::uint64_t filtered = 0;         ///< events its dispatcher dropped on purpose (hash: none)
   std::int64_t demand = 0;            ///< demand received from subscribers and not yet served
   std::uint64_t buffer_capacity = 0;  ///< its buffer_size (0: no bound, or no output)

@@ -59,11 +59,15 @@ class SharedWaker {
 ///             if it was set. A seq_cst fence on each side after the first step orders it before
 ///             the second, so one of them sees the other's write: no event waits unseen.
 ///   closed_ : seq_cst; close() sets it, then wakes the source the same way.
-///   pending_: pushes in flight (seq_cst). A push counts itself, then reads closed_ (refused if
-///             set); close() sets closed_, and the source finishes only once it reads pending_
-///             at 0, then an empty queue. Either the push sees closed_ or the source sees the
-///             push counted, so a push that returns normally is always emitted. The last push to
-///             leave after close() wakes the source.
+///   pending_: pushes committing an event (seq_cst): a push that holds a slot counts itself,
+///             then reads closed_ (refused if set), enqueues, and leaves. close() sets closed_;
+///             the source finishes only once it reads pending_ at 0, then an empty queue, and a
+///             stopped source's discard_queued() waits for pending_ at 0 before emptying the
+///             queue. Either the push sees closed_ or the source sees it counted, so a push that
+///             returns normally is always emitted, or counted as lost if the source stopped
+///             early. A push counts itself only for a few instructions (never while it waits for
+///             a slot), so that wait is short. The last push to leave after close() wakes the
+///             source.
 ///   close() also releases one slot: a push blocked on a full stream wakes, sees closed_, gives
 ///             the slot back (waking the next) and is refused, so no push blocks for ever once
 ///             the stream is closed (by close(), drain, or the source stopping).
@@ -77,19 +81,19 @@ class PushState {
 
   // ---- application threads --------------------------------------------------------------------
   void push(T&& e) {
-    InFlight counted(*this);
+    refuse_if_closed();
     slots_.acquire();
     enqueue_open(std::move(e));
   }
   bool try_push(T&& e) {
-    InFlight counted(*this);
+    refuse_if_closed();
     if (!slots_.try_acquire()) return false;
     enqueue_open(std::move(e));
     return true;
   }
   template <class Rep, class Period>
   bool push_for(T&& e, std::chrono::duration<Rep, Period> timeout) {
-    InFlight counted(*this);
+    refuse_if_closed();
     if (!slots_.try_acquire_for(timeout)) return false;
     enqueue_open(std::move(e));
     return true;
@@ -98,6 +102,20 @@ class PushState {
     if (closed_.exchange(true)) return;
     slots_.release();  // wakes a push blocked on a full stream: it is refused (see above)
     wake_if_hungry();
+  }
+
+  /// The source stopped: closes the stream, then destroys what is still queued and returns how
+  /// many events that was. Waits only for pushes already past their last check (see above),
+  /// which are a few instructions from done.
+  std::size_t discard_queued() {
+    close();
+    while (pending_.load() != 0)
+      std::this_thread::yield();
+    std::size_t n = 0;
+    T e;
+    while (queue_.try_dequeue(e))
+      ++n;
+    return n;
   }
 
   // ---- the source's cell ----------------------------------------------------------------------
@@ -130,26 +148,24 @@ class PushState {
   void set_waker(Waker w) { waker_.set(std::move(w)); }
 
  private:
-  /// Counts one push in flight for its whole call (see pending_).
-  struct InFlight {
+  /// Before waiting for a slot: a closed stream refuses at once.
+  void refuse_if_closed() const {
+    if (closed_.load()) throw closed_error("sluice: push after close()");
+  }
+  /// Counts one push committing its event (see pending_).
+  struct Committing {
     PushState& s;
-    explicit InFlight(PushState& state) : s(state) {
-      s.pending_.fetch_add(1);
-      if (s.closed_.load()) {
-        leave();
-        throw closed_error("sluice: push after close()");
-      }
-    }
-    ~InFlight() { leave(); }
-    InFlight(const InFlight&) = delete;
-    InFlight& operator=(const InFlight&) = delete;
-    void leave() noexcept {
+    explicit Committing(PushState& state) : s(state) { s.pending_.fetch_add(1); }
+    ~Committing() {
       if (s.pending_.fetch_sub(1) == 1 && s.closed_.load()) s.wake_if_hungry();
     }
+    Committing(const Committing&) = delete;
+    Committing& operator=(const Committing&) = delete;
   };
   /// After a slot was taken: enqueues, unless the stream was closed meanwhile (then the slot goes
   /// back, waking the next blocked push, and this one is refused).
   void enqueue_open(T&& e) {
+    Committing counted(*this);
     if (closed_.load()) {
       slots_.release();
       throw closed_error("sluice: push after close()");
@@ -191,9 +207,10 @@ struct PushSource {
     state->close();
     serve(ctx);
   }
-  /// The source stopped (finished, cancelled, failed): pushes are refused from now on, and a push
-  /// blocked on a full stream is woken to be refused.
-  void handle_terminate(const Reason&) { state->close(); }
+  /// The source stopped (finished, cancelled, failed): pushes are refused from now on, a push
+  /// blocked on a full stream is woken to be refused, and what is still queued is counted as
+  /// lost (nothing after a drain or a close: the source finished with an empty queue).
+  std::size_t discard_held() { return state->discard_queued(); }
 
   void serve(Context<T>& ctx) {
     for (;;) {

@@ -67,6 +67,13 @@ template <class H>
 concept HasHandleTerminate = requires(H& h, const Reason& r) {
   h.handle_terminate(r);
 };
+/// A stage that holds events outside the engine (a push source's queue): called once when the
+/// stage stops, before handle_terminate; it discards them and returns how many (counted in
+/// `lost`, so Metrics::undelivered includes them).
+template <class H>
+concept HasDiscardHeld = requires(H& h) {
+  { h.discard_held() } -> std::convertible_to<std::uint64_t>;
+};
 template <class H, class Out>
 concept HasHandleDiscarded = requires(H& h, std::span<Out> s) {
   { h.handle_discarded(s) } -> std::convertible_to<bool>;
@@ -431,6 +438,8 @@ class Cell final : public CellBase,
       guarded([&] {
         lost_.add(buffer_.size() + held_.size() + staged_.size() + dispatcher_->buffered());
       });
+      if constexpr (HasDiscardHeld<Handler>)
+        guarded([&] { lost_.add(static_cast<std::uint64_t>(handler_.discard_held())); });
       guarded([&] { buffer_.clear(); });
       guarded([&] { held_.clear(); });
       guarded([&] { staged_.clear(); });
