@@ -394,6 +394,16 @@ class Cell final : public CellBase,
   }
 
   void fail(std::exception_ptr e) noexcept {
+    if constexpr (has_in && has_out) {
+      // The exception unwound out of handling a message: what that call emitted is not counted
+      // as lost, since its inputs stay counted on their edge (sent, not received).
+      if (in_message_) {
+        try {
+          staged_.clear();
+        } catch (...) {  // an event's destructor threw: do_stop clears the rest
+        }
+      }
+    }
     in_message_ = false;  // the exception unwound out of any message being handled
     std::string what = "unknown exception";
     try {
