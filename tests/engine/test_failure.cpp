@@ -214,4 +214,40 @@ TEST_CASE("destroying a running Run cancels it and waits for its threads") {
   CHECK(seen->load() == after);
 }
 
+// Found by hand: when Engine::start threw while setting the run up, ~Run cancelled and waited
+// for cells that had never been started, for ever.
+TEST_CASE("start() that throws while setting up the run returns the error and does not hang") {
+  struct CopyThrows {
+    std::shared_ptr<std::atomic<int>> copies;  // copies left before one throws
+    explicit CopyThrows(std::shared_ptr<std::atomic<int>> c) : copies(std::move(c)) {}
+    CopyThrows(const CopyThrows& o) : copies(o.copies) {
+      if (copies->fetch_sub(1) <= 0) throw std::runtime_error("cannot copy this handler");
+    }
+    CopyThrows(CopyThrows&&) noexcept = default;
+    void handle_events(std::span<std::int64_t>, sluice::Context<void>&) {}
+  };
+  for (bool manual : {false, true}) {
+    CAPTURE(manual);
+    auto copies = std::make_shared<std::atomic<int>>(1'000'000);
+    sluice::Engine e;
+    auto p = e.producer<std::int64_t>("p", Endless{}, demand64());
+    auto c = e.consumer<std::int64_t>("c", CopyThrows{copies}, 3);
+    e.subscribe(c, p);
+    auto options = quiet();
+    options.manual = manual;
+    copies->store(1);  // the second instance's copy throws
+    CHECK_THROWS_WITH_AS(e.start(options), "cannot copy this handler", std::runtime_error);
+    copies->store(1'000'000);  // the same engine still starts and runs
+    auto run = e.start(options);
+    if (manual) {
+      run.run_until_idle(1000);
+    } else {
+      while (run.metrics().edges[2].received < 1000)
+        std::this_thread::yield();
+    }
+    run.cancel();
+    CHECK_NOTHROW(run.wait());
+  }
+}
+
 }  // TEST_SUITE("engine.failure")

@@ -242,6 +242,9 @@ class Run {
   Run& operator=(Run&&) noexcept = delete;
   ~Run() {
     if (!core_) return;
+    // Engine::start threw while setting the run up (a handler's copy, an edge's allocation):
+    // nothing was scheduled, so there is nothing to cancel or wait for.
+    if (!core_->started()) return;
     if (!manual_) {
       core_->request_cancel();
       core_->wait_done();

@@ -65,6 +65,7 @@ class RunCore {
   inline void notify_all();
 
   void start() {
+    started_ = true;
     live_.store(cells_.size(), std::memory_order_relaxed);  // before any cell runs (schedule)
     if (cells_.size() == 0) finish_run();
     notify_all();
@@ -106,6 +107,9 @@ class RunCore {
     return cancel_.load(std::memory_order_relaxed);  // a hint: notify() carries the ordering
   }
 
+  /// False while the run is being set up (Engine::start): no cell has been scheduled yet.
+  /// The thread that owns the Run only.
+  bool started() const noexcept { return started_; }
   bool done() const noexcept { return done_.load(std::memory_order_acquire); }  // H1
   /// Blocks the calling thread until every cell has finished.
   void wait_done() const {
@@ -131,6 +135,7 @@ class RunCore {
   std::atomic<bool> error_claimed_{false};
   std::exception_ptr error_;
   std::atomic<bool> done_{false};
+  bool started_ = false;
 };
 
 }  // namespace sluice::detail
