@@ -1,5 +1,6 @@
 // A throwing stage never hangs a run: the run ends and wait() rethrows the first error with the
 // stage's name. These runs are real (oneTBB threads), with endless producers.
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -248,6 +249,33 @@ TEST_CASE("start() that throws while setting up the run returns the error and do
     run.cancel();
     CHECK_NOTHROW(run.wait());
   }
+}
+
+// An edge's rings hold up to max_demand events; a max_demand whose rings cannot fit in memory
+// used to end in std::bad_alloc from start() (and, before that fix, a hang).
+TEST_CASE("a max_demand whose edge buffers cannot fit in memory is refused by name") {
+  struct Big {
+    std::array<char, 1 << 20> bytes{};  // 1 MiB events: 2^29 of them cannot fit in any machine
+  };
+  struct BigSource {
+    void handle_demand(std::size_t, sluice::Context<Big>&) {}
+  };
+  struct BigSink {
+    void handle_events(std::span<Big>, sluice::Context<void>&) {}
+  };
+  sluice::Engine e;
+  auto p = e.producer<Big>("huge-source", BigSource{}, sluice::demand_dispatcher<Big>());
+  auto c = e.consumer<Big>("huge-sink", BigSink{});
+  e.subscribe(c, p, {.max_demand = std::int64_t{1} << 29});
+  std::string message;
+  try {
+    auto run = e.start(quiet());
+  } catch (const sluice::option_error& err) {
+    message = err.what();
+  }
+  CHECK(message.find("'huge-sink' subscribing to 'huge-source'") != std::string::npos);
+  CHECK(message.find("max_demand 536870912") != std::string::npos);
+  CHECK(message.find("lower max_demand") != std::string::npos);
 }
 
 }  // TEST_SUITE("engine.failure")

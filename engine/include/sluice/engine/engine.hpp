@@ -29,6 +29,8 @@
 #include <sluice/engine/metrics.hpp>
 #include <sluice/engine/options.hpp>
 
+#include <unistd.h>
+
 namespace sluice {
 
 /// Makes the dispatcher of one producer instance (each instance has its own).
@@ -213,6 +215,16 @@ Edge<Event>* make_edge(std::uint32_t producer_cell, std::uint32_t consumer_cell,
   r.edge = std::move(edge);
   edges.push_back(std::move(r));
   return raw;
+}
+
+/// This machine's physical memory in bytes (0: unknown).
+inline std::uint64_t physical_memory() noexcept {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0)
+    return static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page);
+#endif
+  return 0;
 }
 
 /// A consumer calling `f(event)` for each event (Run::attach with a function; the builder's
@@ -576,6 +588,8 @@ class Engine {
     s.consumer = consumer_id;
     s.producer = producer_id;
     s.options = options;
+    s.ring_bytes = detail::Edge<Event>::ring_bytes(static_cast<std::size_t>(options.max_demand),
+                                                   options.demand == DemandControl::manual);
     s.wire = [](detail::RunCore& core, const std::vector<std::uint32_t>& pcells,
                 const std::vector<std::uint32_t>& ccells, const Decl& pd, const Decl& cd,
                 const DispatcherBase& probe, const SubscriptionOptions& o,
@@ -622,6 +636,7 @@ class Engine {
   struct Sub {
     std::size_t consumer, producer;
     SubscriptionOptions options;
+    std::size_t ring_bytes = 0;  // one edge's rings, once the stream has gone round them
     std::function<void(detail::RunCore&, const std::vector<std::uint32_t>&,
                        const std::vector<std::uint32_t>&, const Decl&, const Decl&,
                        const DispatcherBase&, const SubscriptionOptions&,
@@ -893,6 +908,24 @@ inline Run Engine::start(RunOptions options) const {
   if (options.concurrency > max_concurrency)
     problems += "run option concurrency must be at most " + std::to_string(max_concurrency) +
                 ", got: " + std::to_string(options.concurrency) + "\n";
+  // An edge's rings hold up to max_demand events, and the stream goes round them: a max_demand
+  // whose rings cannot fit in this machine's memory is refused before anything is allocated.
+  if (const auto memory = detail::physical_memory(); memory > 0) {
+    constexpr double mib = 1024.0 * 1024.0;
+    for (auto& s : subs_) {
+      const double edges =
+          static_cast<double>(decls_[s.consumer].instances * decls_[s.producer].instances);
+      const double need = static_cast<double>(s.ring_bytes) * edges;
+      if (need > static_cast<double>(memory))
+        problems += "stage '" + decls_[s.consumer].name + "' subscribing to '" +
+                    decls_[s.producer].name + "': max_demand " +
+                    std::to_string(s.options.max_demand) + " needs " +
+                    std::to_string(static_cast<std::uint64_t>(need / mib)) +
+                    " MiB of edge buffers, more than this machine's memory (" +
+                    std::to_string(static_cast<std::uint64_t>(static_cast<double>(memory) / mib)) +
+                    " MiB); lower max_demand\n";
+    }
+  }
   if (!problems.empty()) {
     problems.pop_back();
     throw option_error(problems);

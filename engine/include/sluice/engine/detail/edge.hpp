@@ -28,6 +28,24 @@ struct EdgeMessage {
   void* batch = nullptr;  // shared: the SharedBlock<Event>, one reference held by the message
 };
 
+/// Uninitialized storage for `n` objects, freed (not destroyed) with the owner. Pages are
+/// touched only as slots are first written, so a ring sized for a large max_demand costs memory
+/// as the stream uses it, not when the run starts.
+template <class T>
+class RawSlots {
+ public:
+  explicit RawSlots(std::size_t n) : n_(n), p_(std::allocator<T>{}.allocate(n)) {}
+  ~RawSlots() { std::allocator<T>{}.deallocate(p_, n_); }
+  RawSlots(const RawSlots&) = delete;
+  RawSlots& operator=(const RawSlots&) = delete;
+  T* get() const noexcept { return p_; }
+  T& operator[](std::size_t i) const noexcept { return p_[i]; }
+
+ private:
+  const std::size_t n_;
+  T* const p_;
+};
+
 /// One subscription: exactly one producer cell writes, one consumer cell reads.
 ///
 /// Two single-producer single-consumer rings: the events themselves (constructed in place, each
@@ -67,23 +85,27 @@ class Edge {
   /// max_demand events) in handle_events, so the event ring needs room for one more window.
   Edge(std::size_t max_demand, std::uint32_t producer_cell, std::uint32_t consumer_cell,
        bool manual = false)
-      : ev_capacity_(std::bit_ceil((manual ? 3 : 2) * max_demand)),
-        msg_capacity_(std::bit_ceil(max_demand + 2)),
-        events_(std::allocator<Event>{}.allocate(ev_capacity_)),
-        messages_(std::make_unique<EdgeMessage[]>(msg_capacity_)),
+      : ev_capacity_(event_slots(max_demand, manual)),
+        msg_capacity_(message_slots(max_demand)),
+        events_(ev_capacity_),
+        messages_(msg_capacity_),
         ask_capacity_(std::bit_ceil(std::min<std::size_t>(max_demand, ask_ring_max) + 1)),
         asks_(std::make_unique<std::int64_t[]>(ask_capacity_)),
         producer_cell_(producer_cell),
         consumer_cell_(consumer_cell),
         manual_(manual) {}
 
+  /// What the two rings of an edge with this max_demand reach once the stream has gone round
+  /// them (they are touched as they are used).
+  static std::size_t ring_bytes(std::size_t max_demand, bool manual) noexcept {
+    return event_slots(max_demand, manual) * sizeof(Event) +
+           message_slots(max_demand) * sizeof(EdgeMessage);
+  }
+
   Edge(const Edge&) = delete;
   Edge& operator=(const Edge&) = delete;
 
-  ~Edge() {
-    discard_unread();
-    std::allocator<Event>{}.deallocate(events_, ev_capacity_);
-  }
+  ~Edge() { discard_unread(); }
 
   std::uint32_t producer_cell() const noexcept { return producer_cell_; }
   std::uint32_t consumer_cell() const noexcept { return consumer_cell_; }
@@ -106,7 +128,7 @@ class Edge {
           msg_tail_local_ - msg_head_cache_ >= msg_capacity_ - 1)
         return false;
     }
-    Event* slot = events_ + (start & (ev_capacity_ - 1));
+    Event* slot = events_.get() + (start & (ev_capacity_ - 1));
     if constexpr (std::is_trivially_copyable_v<Event>) {
       std::memcpy(static_cast<void*>(slot), events.data(), n * sizeof(Event));
     } else {
@@ -196,7 +218,7 @@ class Edge {
 
   /// The events of `m`, a Kind::events message returned by peek(): the consumer's own.
   std::span<Event> events_of(const EdgeMessage& m) noexcept {
-    return {events_ + (m.start & (ev_capacity_ - 1)), m.count};
+    return {events_.get() + (m.start & (ev_capacity_ - 1)), m.count};
   }
 
   /// The events of `m`, a Kind::shared message: read-only, other consumers read them too.
@@ -211,7 +233,7 @@ class Edge {
                       bool delivered = true) noexcept {
     if (m.kind == EdgeMessage::Kind::events) {
       if constexpr (!std::is_trivially_destructible_v<Event>) {
-        Event* base = events_ + (m.start & (ev_capacity_ - 1));
+        Event* base = events_.get() + (m.start & (ev_capacity_ - 1));
         for (std::uint32_t i = from; i < upto; ++i)
           std::destroy_at(base + i);
       }
@@ -289,8 +311,8 @@ class Edge {
  private:
   const std::size_t ev_capacity_;
   const std::size_t msg_capacity_;
-  Event* const events_;
-  const std::unique_ptr<EdgeMessage[]> messages_;
+  const RawSlots<Event> events_;          // constructed in place, destroyed by the consumer
+  const RawSlots<EdgeMessage> messages_;  // an implicit-lifetime aggregate: written before read
   const std::size_t ask_capacity_;
   const std::unique_ptr<std::int64_t[]> asks_;
   const std::uint32_t producer_cell_;
@@ -302,6 +324,13 @@ class Edge {
   static constexpr std::size_t ask_ring_max = 4096;
 
  private:
+  static std::size_t event_slots(std::size_t max_demand, bool manual) noexcept {
+    return std::bit_ceil((manual ? 3 : 2) * max_demand);
+  }
+  static std::size_t message_slots(std::size_t max_demand) noexcept {
+    return std::bit_ceil(max_demand + 2);
+  }
+
   // Producer-owned.
   alignas(cache_line_size) std::uint64_t ev_write_ = 0;
   std::uint64_t msg_tail_local_ = 0;
