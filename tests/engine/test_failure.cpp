@@ -276,6 +276,17 @@ TEST_CASE("a max_demand whose edge buffers cannot fit in memory is refused by na
   CHECK(message.find("'huge-sink' subscribing to 'huge-source'") != std::string::npos);
   CHECK(message.find("max_demand 536870912") != std::string::npos);
   CHECK(message.find("lower max_demand") != std::string::npos);
+
+  // The same for a consumer attached while running.
+  sluice::Engine open;
+  auto dynamic = open.producer<Big>("open-source", BigSource{}, sluice::demand_dispatcher<Big>(),
+                                    {.dynamic = true});
+  auto run = open.start(quiet());
+  CHECK_THROWS_WITH_AS(run.attach(dynamic, "late-sink", BigSink{}, {.max_demand = 1 << 29}),
+                       doctest::Contains("'late-sink' subscribing to 'open-source': max_demand"),
+                       sluice::option_error);
+  run.cancel();
+  CHECK_NOTHROW(run.wait());
 }
 
 }  // TEST_SUITE("engine.failure")

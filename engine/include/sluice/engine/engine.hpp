@@ -227,6 +227,23 @@ inline std::uint64_t physical_memory() noexcept {
   return 0;
 }
 
+/// "" if `edges` edges of `ring_bytes` each fit in this machine's memory; else the problem, one
+/// line naming the subscription.
+inline std::string ring_memory_problem(const std::string& consumer, const std::string& producer,
+                                       std::int64_t max_demand, std::size_t ring_bytes,
+                                       std::size_t edges) {
+  const auto memory = physical_memory();
+  const double need = static_cast<double>(ring_bytes) * static_cast<double>(edges);
+  if (memory == 0 || need <= static_cast<double>(memory)) return {};
+  constexpr double mib = 1024.0 * 1024.0;
+  return "stage '" + consumer + "' subscribing to '" + producer + "': max_demand " +
+         std::to_string(max_demand) + " needs " +
+         std::to_string(static_cast<std::uint64_t>(need / mib)) +
+         " MiB of edge buffers, more than this machine's memory (" +
+         std::to_string(static_cast<std::uint64_t>(static_cast<double>(memory) / mib)) +
+         " MiB); lower max_demand\n";
+}
+
 /// A consumer calling `f(event)` for each event (Run::attach with a function; the builder's
 /// for_each). It reads an edge's own events (moved from) or a broadcast's shared batch.
 template <class In, class F>
@@ -791,6 +808,15 @@ StageRef<typename P::output_type, void> Run::attach(const P& producer, std::stri
                          "': it does not emit this event type");
     detail::check_subscription<In>(name, instances, detail::TakesConstEvents<Handler, In, void>,
                                    p.name, *p.probe, options);
+    if (auto problem = detail::ring_memory_problem(
+            name, p.name, options.max_demand,
+            detail::Edge<In>::ring_bytes(static_cast<std::size_t>(options.max_demand),
+                                         options.demand == DemandControl::manual),
+            instances * p.cells.size());
+        !problem.empty()) {
+      problem.pop_back();
+      throw option_error(problem);
+    }
     // Everything that may throw (allocation, copying the handler) comes before the cells are
     // counted live: a live cell that never runs would keep the run from ending.
     auto& cells = core_->cells();
@@ -910,22 +936,10 @@ inline Run Engine::start(RunOptions options) const {
                 ", got: " + std::to_string(options.concurrency) + "\n";
   // An edge's rings hold up to max_demand events, and the stream goes round them: a max_demand
   // whose rings cannot fit in this machine's memory is refused before anything is allocated.
-  if (const auto memory = detail::physical_memory(); memory > 0) {
-    constexpr double mib = 1024.0 * 1024.0;
-    for (auto& s : subs_) {
-      const double edges =
-          static_cast<double>(decls_[s.consumer].instances * decls_[s.producer].instances);
-      const double need = static_cast<double>(s.ring_bytes) * edges;
-      if (need > static_cast<double>(memory))
-        problems += "stage '" + decls_[s.consumer].name + "' subscribing to '" +
-                    decls_[s.producer].name + "': max_demand " +
-                    std::to_string(s.options.max_demand) + " needs " +
-                    std::to_string(static_cast<std::uint64_t>(need / mib)) +
-                    " MiB of edge buffers, more than this machine's memory (" +
-                    std::to_string(static_cast<std::uint64_t>(static_cast<double>(memory) / mib)) +
-                    " MiB); lower max_demand\n";
-    }
-  }
+  for (auto& s : subs_)
+    problems += detail::ring_memory_problem(
+        decls_[s.consumer].name, decls_[s.producer].name, s.options.max_demand, s.ring_bytes,
+        decls_[s.consumer].instances * decls_[s.producer].instances);
   if (!problems.empty()) {
     problems.pop_back();
     throw option_error(problems);
