@@ -177,23 +177,40 @@ TEST_CASE("a stream stopped before its run has started still ends the run") {
 }
 }  // TEST_SUITE("graph.lifecycle")
 
+namespace {
+/// A push source "in" of `capacity` feeding a sink "stuck" (max_demand 1) that holds each event
+/// inside its callback until `release` is set.
+struct StuckSink {
+  sluice::Graph g;
+  sluice::PushHandle<int> in;
+  std::atomic<bool> release{false};
+  std::atomic<bool> entered{false};
+  std::atomic<int> handled{0};
+
+  explicit StuckSink(std::size_t capacity) : in(make(capacity)) {}
+
+ private:
+  sluice::PushHandle<int> make(std::size_t capacity) {
+    auto [h, source] = g.push_source<int>("in", capacity);
+    source.for_each("stuck",
+                    [this](int) {
+                      entered = true;
+                      while (!release.load())
+                        std::this_thread::yield();
+                      handled.fetch_add(1);
+                    },
+                    {.max_demand = 1});
+    return h;
+  }
+};
+}  // namespace
+
 // Found by the reliability suite: a push blocked on a full stream was never woken once its
 // source had stopped, and a stream's reader waited for ever after the run failed.
 TEST_SUITE("graph.lifecycle") {
 TEST_CASE("a push blocked on a full stream is refused when the run is cancelled") {
-  sluice::Graph g;
-  auto [in, source] = g.push_source<int>("in", 2);
-  std::atomic<bool> release{false};
-  std::atomic<bool> entered{false};
-  std::atomic<int> handled{0};
-  source.for_each("stuck",
-                  [&](int) {
-                    entered = true;
-                    while (!release.load())
-                      std::this_thread::yield();
-                    handled.fetch_add(1);
-                  },
-                  {.max_demand = 1});
+  StuckSink t(2);
+  auto& [g, in, release, entered, handled] = t;
   auto run = g.run();
   std::atomic<int> accepted{0};
   std::atomic<bool> refused{false};
@@ -225,19 +242,8 @@ TEST_CASE("a push blocked on a full stream is refused when the run is cancelled"
 // Events still queued in a push handle when the run was cancelled were in no counter: the
 // cancel report's `undelivered` missed them.
 TEST_CASE("a cancel counts the events still queued in a push handle as lost") {
-  sluice::Graph g;
-  auto [in, source] = g.push_source<int>("in", 8);
-  std::atomic<bool> release{false};
-  std::atomic<bool> entered{false};
-  std::atomic<int> handled{0};
-  source.for_each("stuck",
-                  [&](int) {
-                    entered = true;
-                    while (!release.load())
-                      std::this_thread::yield();
-                    handled.fetch_add(1);
-                  },
-                  {.max_demand = 1});
+  StuckSink t(8);
+  auto& [g, in, release, entered, handled] = t;
   auto run = g.run();
   int accepted = 0;
   while (!entered.load())  // the sink holds the first event inside its callback
