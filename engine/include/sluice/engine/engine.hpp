@@ -227,8 +227,8 @@ inline std::uint64_t physical_memory() noexcept {
   return 0;
 }
 
-/// "" if `edges` edges of `ring_bytes` each fit in this machine's memory; else the problem, one
-/// line naming the subscription.
+/// "" if `edges` edges of `ring_bytes` each fit in this machine's memory; else the problem,
+/// naming the subscription.
 inline std::string ring_memory_problem(const std::string& consumer, const std::string& producer,
                                        std::int64_t max_demand, std::size_t ring_bytes,
                                        std::size_t edges) {
@@ -241,7 +241,7 @@ inline std::string ring_memory_problem(const std::string& consumer, const std::s
          std::to_string(static_cast<std::uint64_t>(need / mib)) +
          " MiB of edge buffers, more than this machine's memory (" +
          std::to_string(static_cast<std::uint64_t>(static_cast<double>(memory) / mib)) +
-         " MiB); lower max_demand\n";
+         " MiB); lower max_demand";
 }
 
 /// A consumer calling `f(event)` for each event (Run::attach with a function; the builder's
@@ -813,10 +813,8 @@ StageRef<typename P::output_type, void> Run::attach(const P& producer, std::stri
             detail::Edge<In>::ring_bytes(static_cast<std::size_t>(options.max_demand),
                                          options.demand == DemandControl::manual),
             instances * p.cells.size());
-        !problem.empty()) {
-      problem.pop_back();
+        !problem.empty())
       throw option_error(problem);
-    }
     // Everything that may throw (allocation, copying the handler) comes before the cells are
     // counted live: a live cell that never runs would keep the run from ending.
     auto& cells = core_->cells();
@@ -937,9 +935,11 @@ inline Run Engine::start(RunOptions options) const {
   // An edge's rings hold up to max_demand events, and the stream goes round them: a max_demand
   // whose rings cannot fit in this machine's memory is refused before anything is allocated.
   for (auto& s : subs_)
-    problems += detail::ring_memory_problem(
-        decls_[s.consumer].name, decls_[s.producer].name, s.options.max_demand, s.ring_bytes,
-        decls_[s.consumer].instances * decls_[s.producer].instances);
+    if (auto problem = detail::ring_memory_problem(
+            decls_[s.consumer].name, decls_[s.producer].name, s.options.max_demand, s.ring_bytes,
+            decls_[s.consumer].instances * decls_[s.producer].instances);
+        !problem.empty())
+      problems += problem + "\n";
   if (!problems.empty()) {
     problems.pop_back();
     throw option_error(problems);
