@@ -43,9 +43,14 @@ struct SubscribeInfo {
 };
 
 namespace detail {
-/// Where a callback's emitted events wait for dispatch (a placeholder type for consumers).
+/// A stage's event type; a placeholder for a consumer's output (`void`), which nothing emits.
 template <class Out>
-using Staged = EmitBuffer<std::conditional_t<std::is_void_v<Out>, char, Out>>;
+using EventOf = std::conditional_t<std::is_void_v<Out>, char, Out>;
+/// Where a callback's emitted events wait for dispatch.
+template <class Out>
+using Staged = EmitBuffer<EventOf<Out>>;
+template <class>
+inline constexpr bool always_false = false;
 
 class CellControl;
 
@@ -107,16 +112,42 @@ class Context {
   Context(detail::CellControl& cell, detail::Staged<Out>* staged) noexcept
       : cell_(&cell), staged_(staged) {}
 
-  /// Emits one event. Producers and producer_consumers only. Events are dispatched when the
-  /// callback returns; beyond demand they go to the producer's buffer.
-  template <class E = Out>
-  requires(!std::is_void_v<E>) void emit(E event) { staged_->push_back(std::move(event)); }
+  /// Emits one event of the stage's output type (an argument of another type converts as in
+  /// any call taking `Out`; `ctx.emit({a, b})` builds an `Out`). Producers and
+  /// producer_consumers only: a consumer (`Context<void>`) that emits does not compile. Events
+  /// are dispatched when the callback returns; beyond demand they go to the producer's buffer.
+  void emit(detail::EventOf<Out> event) requires(!std::is_void_v<Out>) {
+    staged_->push_back(std::move(event));
+  }
 
-  /// Emits every element of `range` (moved if it is an rvalue range).
+  /// Emits every element of `range`, in order. The elements of a range that owns them and is
+  /// passed as an rvalue (`ctx.emit_all(std::move(words))`, a function's returned vector) are
+  /// moved; those of an lvalue range or of a view (which refers to someone else's elements) are
+  /// copied, unless the range yields rvalues itself (`std::views::transform` making new events).
   template <std::ranges::input_range R>
-  requires(!std::is_void_v<Out>) void emit_all(R&& range) {
-    for (auto&& e : range)
-      staged_->push_back(std::forward<decltype(e)>(e));
+  void emit_all(R&& range) requires(!std::is_void_v<Out>) {
+    constexpr bool owned_rvalue =
+        !std::is_lvalue_reference_v<R> && !std::ranges::view<std::remove_cvref_t<R>>;
+    for (auto&& e : range) {
+      if constexpr (owned_rvalue)
+        staged_->push_back(std::move(e));  // a const element is still copied
+      else
+        staged_->push_back(std::forward<decltype(e)>(e));
+    }
+  }
+
+  /// A consumer emits nothing: these exist only to say so when one tries.
+  template <class E>
+  void emit(E&&) requires std::is_void_v<Out> {
+    static_assert(detail::always_false<E>,
+                  "ctx.emit: this stage is a consumer (Context<void>): it has no output to emit "
+                  "to (make it a producer_consumer to emit events)");
+  }
+  template <class R>
+  void emit_all(R&&) requires std::is_void_v<Out> {
+    static_assert(detail::always_false<R>,
+                  "ctx.emit_all: this stage is a consumer (Context<void>): it has no output to "
+                  "emit to (make it a producer_consumer to emit events)");
   }
 
   /// Emits what `next()` returns (a std::optional<Out>; empty: no more), calling it at most
