@@ -166,6 +166,23 @@ TEST_CASE("a partition taken twice and partitions left without a consumer") {
   CHECK_NOTHROW(open.compile());
 }
 
+// The client's report had two problems on one line; every path that reports several problems
+// puts one on each line, each naming its stage.
+TEST_CASE("several problems are reported one per line by compile() and by Engine::start()") {
+  const std::string expected =
+      "stage 'p': partition 4 has no subscriber (its events would only be dropped)\n"
+      "stage 'p': partition 5 has no subscriber (its events would only be dropped)";
+  sluice::Graph g;
+  g.source("p", numbers()).partition(6).for_each("c", drop, {.instances = 4});
+  CHECK_THROWS_WITH_AS(g.compile(), expected.c_str(), sluice::option_error);
+  CHECK_THROWS_WITH_AS(g.run(), expected.c_str(), sluice::option_error);
+  sluice::Engine e;
+  auto p = e.producer<int>("p", Idle{}, sluice::partition_dispatcher<int>(6));
+  auto c = e.consumer<int>("c", Sink{}, 4);
+  e.subscribe(c, p);
+  CHECK_THROWS_WITH_AS(e.start(), expected.c_str(), sluice::option_error);
+}
+
 TEST_CASE("subscribing twice to the same producer through the builder") {
   sluice::Graph g;
   auto src = g.source("numbers", numbers());
@@ -251,7 +268,8 @@ TEST_CASE("attach to a stage of another graph") {
 TEST_CASE("a stage of another graph is refused by every Run call that names a stage") {
   // Two graphs of the same shape: every id and event type fits, only the owner tells them apart.
   auto build = [](sluice::Graph& g) {
-    auto [in, src] = g.push_source<int>("in", 16, {.dynamic = true});
+    auto src = g.source("in", sluice::from_generator([] { return std::optional<int>(1); }),
+                        {.dynamic = true});
     auto mid = src.map("mid", same);
     mid.for_each("out", drop);
     return std::make_pair(src, mid);

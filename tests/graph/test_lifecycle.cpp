@@ -6,6 +6,9 @@
 #include <cstdint>
 #include <optional>
 #include <ranges>
+#include <span>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -302,5 +305,250 @@ TEST_CASE("a partition hash that drops every event does not keep a run from bein
   const auto report = run.cancel();  // hung here before the fix
   CHECK(report.metrics.undelivered() == 0);
   CHECK(report.metrics.stages[0].filtered >= 100'000);
+}
+}  // TEST_SUITE("graph.lifecycle")
+
+namespace {
+struct Tagged {
+  std::size_t instance = 0;
+  std::int64_t value = 0;
+};
+
+/// A producer_consumer tagging each event with the instance that handled it.
+struct Tag {
+  void handle_events(std::span<std::int64_t> in, sluice::Context<Tagged>& ctx) {
+    for (auto v : in)
+      ctx.emit({ctx.instance(), v});
+  }
+};
+
+/// A source whose every instance emits 0 .. n-1, tagged with the instance, then finishes.
+struct CountTo {
+  std::int64_t n = 0;
+  std::int64_t next = 0;
+  void handle_demand(std::size_t demand, sluice::Context<Tagged>& ctx) {
+    for (; demand > 0 && next < n; --demand)
+      ctx.emit({ctx.instance(), next++});
+    if (next == n) ctx.finish();
+  }
+};
+
+struct StreamCheck {
+  std::int64_t count = 0, sum = 0, out_of_order = 0, over_capacity = 0;
+  std::vector<std::int64_t> last;
+
+  /// Reads `out` to its end. Every 1000 events, while the reader holds still, checks that at
+  /// most `capacity` events sent to the stream are still unread (on its edges or queued for
+  /// the reader), over all its subscriptions.
+  template <class Stream>
+  void read(Stream& out, sluice::Run& run, const std::string& name, std::int64_t capacity,
+            std::size_t instances) {
+    last.assign(instances, -1);
+    for (auto& e : out) {
+      if (e.value <= last[e.instance]) ++out_of_order;  // per-subscription order
+      last[e.instance] = e.value;
+      ++count;
+      sum += e.value;
+      if (count % 1000 != 0) continue;
+      std::uint64_t sent = 0;  // what its producers have put on its edges
+      for (auto& edge : run.metrics().edges)
+        if (edge.consumer == name) sent += edge.sent;
+      if (sent > static_cast<std::uint64_t>(count + capacity)) ++over_capacity;
+    }
+  }
+};
+}  // namespace
+
+TEST_SUITE("graph.lifecycle") {
+// Found by a client of the installed package: the stream asked its whole capacity on each
+// subscription and tracked only the last one, so it read 200 events and the run failed with
+// "manual ask of 200 ... would exceed max_demand 100".
+TEST_CASE("a stream from a stage with several instances reads every event within its capacity") {
+  constexpr std::int64_t n = 100'000, capacity = 100;
+  sluice::Graph g;
+  auto out = g.source("n", sluice::from_range(std::views::iota(std::int64_t{0}, n)))
+                 .then<Tagged>("tag", Tag{}, {.instances = 3})
+                 .stream("out", capacity);
+  auto run = g.run();
+  StreamCheck check;
+  check.read(out, run, "out", capacity, 3);
+  CHECK_NOTHROW(run.wait());
+  CHECK(check.count == n);
+  CHECK(check.sum == n * (n - 1) / 2);
+  CHECK(check.out_of_order == 0);
+  CHECK(check.over_capacity == 0);
+}
+
+TEST_CASE(
+    "attach_stream on a producer with several instances reads every event within its "
+    "capacity") {
+  constexpr std::int64_t n = 20'000, capacity = 10;
+  sluice::Graph g;
+  auto src = g.source<Tagged>("src", CountTo{n, 0}, {.instances = 4, .dynamic = true});
+  auto run = g.run();
+  auto out = sluice::attach_stream(run, src, "reader", capacity);
+  StreamCheck check;
+  check.read(out, run, "reader", capacity, 4);
+  CHECK_NOTHROW(run.wait());
+  CHECK(check.count == 4 * n);
+  CHECK(check.sum == 4 * (n * (n - 1) / 2));
+  CHECK(check.out_of_order == 0);
+  CHECK(check.over_capacity == 0);
+}
+
+TEST_CASE("a stream's capacity below its producer's instances is refused, naming both") {
+  sluice::Graph g;
+  auto tagged = g.source("n", sluice::from_range(std::views::iota(std::int64_t{0}, 10)))
+                    .then<Tagged>("tag", Tag{}, {.instances = 3});
+  auto out = tagged.stream("out", 2);
+  CHECK_THROWS_WITH_AS(g.compile(),
+                       "stage 'out': option capacity must be at least 3, the instances of 'tag' "
+                       "(the stream asks each of them for a part of it), got: 2",
+                       sluice::option_error);
+  sluice::Graph d;
+  auto src = d.source<Tagged>("src", CountTo{10, 0}, {.instances = 4, .dynamic = true});
+  auto run = d.run();
+  CHECK_THROWS_WITH_AS(sluice::attach_stream(run, src, "reader", 3),
+                       "stage 'reader': option capacity must be at least 4, the instances of "
+                       "'src' (the stream asks each of them for a part of it), got: 3",
+                       sluice::option_error);
+  auto fine = sluice::attach_stream(run, src, "reader", 4);
+  std::int64_t read = 0;
+  while (fine.next())
+    ++read;
+  CHECK(read == 40);
+  CHECK_NOTHROW(run.wait());
+}
+}  // TEST_SUITE("graph.lifecycle")
+
+// Found by a client of the installed package: a second run of a compiled graph with a push source
+// was accepted, both runs took from one stream, and one of them never ended. A push source, a
+// stream and a collect now claim what they share with the application; the misuses around them
+// end, with a clear error where one is due. (A hang fails the case through CTest's TIMEOUT.)
+TEST_SUITE("graph.lifecycle") {
+TEST_CASE("a second run of a graph with a push source is refused naming it and the first ends") {
+  sluice::Graph g;
+  auto [h, src] = g.push_source<int>("in", 16);
+  std::atomic<int> got{0};
+  src.for_each("c", [&](int) { ++got; });
+  auto compiled = g.compile();
+  auto r1 = compiled.run();
+  CHECK_THROWS_WITH_AS(compiled.run(),
+                       "sluice: stage 'in' is a push source, fed by one handle, so its graph "
+                       "runs once, and a run of it has already started (declare the graph again "
+                       "for another run)",
+                       std::logic_error);
+  CHECK_THROWS_AS(g.run(), std::logic_error);  // another compile of the same graph: the same
+  for (int i = 0; i < 100; ++i)
+    h.push(i);
+  h.close();
+  h.close();  // closing twice does nothing
+  r1.wait();
+  CHECK(got == 100);
+  CHECK_THROWS_AS(h.push(100), sluice::closed_error);  // the run has ended
+  CHECK_THROWS_AS(compiled.run(), std::logic_error);   // later too: the handle was that run's
+}
+
+TEST_CASE("a second run of a graph with a stream is refused, naming it") {
+  sluice::Graph g;
+  auto out = g.source("n", sluice::from_range(std::views::iota(0, 10))).stream("out", 4);
+  auto r1 = g.run();
+  CHECK_THROWS_WITH_AS(g.run(),
+                       "sluice: stage 'out' is a stream, read by one reader, so its graph runs "
+                       "once, and a run of it has already started (declare the graph again for "
+                       "another run)",
+                       std::logic_error);
+  int read = 0;
+  while (out.next())
+    ++read;
+  CHECK(read == 10);
+  CHECK_NOTHROW(r1.wait());
+}
+
+TEST_CASE("a run refused by its options leaves the push source to the next run") {
+  sluice::Graph g;
+  auto [h, src] = g.push_source<int>("in", 16);
+  src.for_each("c", [](int) {});
+  CHECK_THROWS_AS(g.run({.quantum = 0}), sluice::option_error);
+  auto run = g.run();  // the refused run never took the handle
+  h.close();
+  CHECK_NOTHROW(run.wait());
+}
+
+TEST_CASE("a graph with collect runs again once the last run's collect has finished") {
+  std::vector<std::int64_t> out;
+  sluice::Graph g;
+  g.source("n", sluice::from_range(std::views::iota(std::int64_t{0}, 5))).collect("out", out);
+  auto compiled = g.compile();
+  compiled.run().wait();
+  compiled.run().wait();  // accepted: the first run's collect had finished
+  CHECK(out == std::vector<std::int64_t>{0, 1, 2, 3, 4, 0, 1, 2, 3, 4});
+}
+
+TEST_CASE("two runs at once of a graph with collect: the second is refused, naming it") {
+  sluice::Graph g;
+  std::vector<std::int64_t> out;
+  g.source("endless", endless()).collect("out", out, {.max_demand = 4});
+  auto compiled = g.compile();
+  auto r1 = compiled.run();
+  CHECK_THROWS_WITH_AS(compiled.run(),
+                       "sluice: stage 'out' collects into one container, so its graph runs one "
+                       "run at a time, and the last run's collect has not finished (wait for it "
+                       "first)",
+                       std::logic_error);
+  r1.cancel();  // its collect stops: the container is free again
+  auto r2 = compiled.run();
+  r2.cancel();
+}
+
+TEST_CASE("a push handle outliving its graph: pushes are refused, a blocked push is woken") {
+  std::optional<sluice::PushHandle<int>> handle;
+  std::thread blocked;
+  std::atomic<bool> refused{false};
+  {
+    sluice::Graph g;
+    auto [h, src] = g.push_source<int>("in", 2);
+    src.for_each("c", [](int) {});
+    auto compiled = g.compile();  // a compiled graph holds the source too
+    handle = h;
+    h.push(1);
+    h.push(2);  // full: nothing runs
+    blocked = std::thread([&, hh = h]() mutable {
+      try {
+        hh.push(3);  // blocks on the full stream, or finds it closed
+      } catch (const sluice::closed_error&) {
+        refused = true;
+      }
+    });
+  }  // the graph and its compiled graph are gone: nothing will ever take from the stream
+  blocked.join();
+  CHECK(refused);
+  CHECK_THROWS_AS(handle->push(4), sluice::closed_error);
+  CHECK_THROWS_AS(handle->try_push(5), sluice::closed_error);
+}
+
+TEST_CASE("dropping every push handle closes the stream: the run ends after what was pushed") {
+  sluice::Graph g;
+  std::atomic<int> got{0};
+  std::optional<sluice::Run> run;
+  {
+    auto [h, src] = g.push_source<int>("in", 16);
+    src.for_each("c", [&](int) { ++got; });
+    run.emplace(g.run());
+    for (int i = 0; i < 10; ++i)
+      h.push(i);
+  }  // the last handle is gone: no one can push any more
+  run->wait();
+  CHECK(got == 10);
+}
+
+TEST_CASE("a stream outliving its graph, never run, sees the end") {
+  std::optional<sluice::PullStream<int>> out;
+  {
+    sluice::Graph g;
+    out.emplace(g.source("n", sluice::from_range(std::views::iota(0, 10))).stream("out", 4));
+  }
+  CHECK_FALSE(out->next().has_value());  // blocked for ever before
+  CHECK_FALSE(out->next().has_value());  // and stays ended
 }
 }  // TEST_SUITE("graph.lifecycle")

@@ -427,6 +427,27 @@ class Run {
       core_->cells()[i].wait_finished();
   }
 
+  /// A stage of this run as the run knows it: its name, kind and number of instances.
+  struct StageSummary {
+    std::string name;
+    StageKind kind;
+    std::size_t instances;
+  };
+  /// Describes `stage` (the engine's StageRef or the builder's Stage, declared or attached).
+  /// Throws option_error for a stage of another graph, naming `caller` (a helper that attaches
+  /// to a stage, like attach_stream, passes its own name). Any thread.
+  template <class S>
+  requires requires(const S& s) {
+    { s.id() } -> std::convertible_to<std::size_t>;
+  }
+  StageSummary describe(const S& stage, const char* caller = "describe") const {
+    const auto id = id_in_run(stage, caller);
+    const auto count = cells_of(id).count;
+    std::lock_guard lock(table_->mutex);
+    const auto& entry = table_->stages[id];
+    return {entry.name, entry.kind, count};
+  }
+
   /// Manual mode only: runs scheduled cells on this thread until none is runnable.
   std::size_t run_until_idle(std::size_t limit = SIZE_MAX) {
     return manual_->run_until_idle(limit);

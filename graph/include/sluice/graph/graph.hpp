@@ -1,6 +1,7 @@
 #pragma once
 
 #include <any>
+#include <atomic>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include <optional>
 #include <ranges>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -86,6 +88,42 @@ struct GraphData {
   std::vector<GraphNode> nodes;
   std::vector<GraphLink> links;
   std::uint64_t owner = new_owner_tag();  // its Stages' owner(); the compiled Engine's too
+  /// What its runs cannot share: each run claims all of them before it starts (refused, with
+  /// `why`, if one is taken). A push source's and a stream's claim is never given back (the
+  /// application's handle or range belongs to that run); a collect's is given back when its
+  /// sink stops (one run at a time writes the container).
+  struct Claim {
+    std::string why;
+    std::shared_ptr<std::atomic<bool>> taken = std::make_shared<std::atomic<bool>>(false);
+  };
+  std::vector<Claim> claims;
+};
+
+/// Claims every claim of `g` for a new run, or none: throws std::logic_error with the reason of
+/// the first one taken. Returns a guard that gives them back unless dismissed (the run started).
+class RunClaims {
+ public:
+  explicit RunClaims(const GraphData& g) {
+    for (auto& c : g.claims) {
+      if (c.taken->exchange(true)) {  // seq_cst: pairs with the store giving it back
+        give_back();
+        throw std::logic_error("sluice: " + c.why);
+      }
+      held_.push_back(c.taken.get());
+    }
+  }
+  RunClaims(const RunClaims&) = delete;
+  RunClaims& operator=(const RunClaims&) = delete;
+  ~RunClaims() { give_back(); }
+  void dismiss() { held_.clear(); }
+
+ private:
+  void give_back() {
+    for (auto* t : held_)
+      t->store(false);
+    held_.clear();
+  }
+  std::vector<std::atomic<bool>*> held_;
 };
 
 /// The most events a push source or a stream may hold (a std::counting_semaphore counts them;
@@ -101,6 +139,20 @@ inline std::optional<std::string> capacity_problem(const std::string& stage,
   if (capacity > max_capacity)
     return "stage '" + stage +
            "': option capacity must be at most 2^30, got: " + std::to_string(capacity);
+  return std::nullopt;
+}
+
+/// The problem with a stream's capacity when its producer has `instances` instances (it asks
+/// each of them for a part of the capacity: at least one event each), if any.
+inline std::optional<std::string> stream_capacity_problem(const std::string& stream,
+                                                          std::int64_t capacity,
+                                                          const std::string& producer,
+                                                          std::size_t instances) {
+  if (auto p = capacity_problem(stream, capacity)) return p;
+  if (static_cast<std::uint64_t>(capacity) < instances)
+    return "stage '" + stream + "': option capacity must be at least " + std::to_string(instances) +
+           ", the instances of '" + producer +
+           "' (the stream asks each of them for a part of it), got: " + std::to_string(capacity);
   return std::nullopt;
 }
 
@@ -198,6 +250,24 @@ struct FlatMapStage {
   }
 };
 
+/// The sink behind Stage::collect: appends to the application's container. Its run's claim on
+/// the container is given back when it stops (release: the next run that claims it sees every
+/// append).
+template <class In, class Container>
+struct CollectSink {
+  Container* out;
+  std::shared_ptr<std::atomic<bool>> claim;
+  void handle_events(std::span<In> in, Context<void>&) {
+    for (auto& e : in)
+      out->push_back(std::move(e));
+  }
+  void handle_events(std::span<const In> in, Context<void>&) requires std::copy_constructible<In> {
+    for (auto& e : in)
+      out->push_back(e);
+  }
+  void handle_terminate(const Reason&) { claim->store(false); }
+};
+
 /// The handlers of the function stages: they never call ctx.ask.
 template <class Handler>
 inline constexpr bool is_function_stage = false;
@@ -207,6 +277,8 @@ template <class In, class Out, class F>
 inline constexpr bool is_function_stage<MapStage<In, Out, F>> = true;
 template <class In, class F>
 inline constexpr bool is_function_stage<FilterStage<In, F>> = true;
+template <class In, class C>
+inline constexpr bool is_function_stage<CollectSink<In, C>> = true;
 template <class In, class Out, class F>
 inline constexpr bool is_function_stage<FlatMapStage<In, Out, F>> = true;
 
@@ -249,7 +321,8 @@ class Graph {
   Stage<void, Out> source(std::string name, Handler handler, StageOptions options = {});
 
   /// A source fed by application threads through the returned handle: push blocks while
-  /// `capacity` events wait (back-pressure), close() ends the stream. One run at a time.
+  /// `capacity` events wait (back-pressure), close() ends the stream (so does destroying the
+  /// handle's last copy). The graph then runs once (CompiledGraph::run).
   /// `capacity` is 1 to 2^30 (compile() reports any other).
   template <class T>
   std::pair<PushHandle<T>, Stage<void, T>> push_source(std::string name,
@@ -337,9 +410,14 @@ class Stage {
   template <class Container>
   requires(!std::is_void_v<Out>) Stage<Out, void> collect(std::string name, Container& out,
                                                           StageOptions options = {}) {
-    auto push = [c = &out](Out&& e) { c->push_back(std::move(e)); };
-    auto s = chain<void>(std::move(name), StageKind::consumer, "collect",
-                         detail::EachHandler<Out, decltype(push)>{push}, std::move(options));
+    detail::GraphData::Claim claim;
+    claim.why = "stage '" + name +
+                "' collects into one container, so its graph runs one run at a time, and the "
+                "last run's collect has not finished (wait for it first)";
+    auto s =
+        chain<void>(std::move(name), StageKind::consumer, "collect",
+                    detail::CollectSink<Out, Container>{&out, claim.taken}, std::move(options));
+    graph_->claims.push_back(std::move(claim));
     auto& node = graph_->nodes[s.id()];
     if (node.options.instances != 1)
       node.problems.push_back("stage '" + node.name +
@@ -350,19 +428,29 @@ class Stage {
 
   /// A sink the application reads from: `for (auto& e : stage.stream("out"))` after run().
   /// At most `capacity` events wait for the reader; the reader's pace is the graph's demand.
-  /// One run at a time. `capacity` is 1 to 2^30 (compile() reports any other).
+  /// On a stage with several instances, `capacity` is shared between them (each subscription
+  /// keeps its own order). The graph then runs once (CompiledGraph::run). `capacity` is 1 to
+  /// 2^30, and at least this stage's instances (compile() reports any other).
   PullStream<Out> stream(std::string name,
                          std::int64_t capacity = 1000) requires(!std::is_void_v<Out>) {
     // An invalid capacity is reported by compile(); the state is made with a valid one.
-    const auto problem = detail::capacity_problem(name, capacity);
+    const auto& producer = graph_->nodes[id_];
+    const auto problem =
+        detail::stream_capacity_problem(name, capacity, producer.name, producer.options.instances);
     const auto usable = problem ? std::int64_t{1} : capacity;
     auto state = std::make_shared<detail::StreamState<Out>>(usable);
     StageOptions o;
     o.max_demand = usable;
     o.demand = DemandControl::manual;
+    auto keeper = std::make_shared<const detail::Ender<detail::StreamState<Out>>>(state);
     auto s = chain<void>(std::move(name), StageKind::consumer, "stream",
-                         detail::StreamSink<Out>{state}, std::move(o));
-    if (problem) graph_->nodes[s.id()].problems.push_back(*problem);
+                         detail::StreamSink<Out>{state, std::move(keeper)}, std::move(o));
+    auto& node = graph_->nodes[s.id()];
+    if (problem) node.problems.push_back(*problem);
+    graph_->claims.push_back({"stage '" + node.name +
+                              "' is a stream, read by one reader, so its graph runs once, and a "
+                              "run of it has already started (declare the graph again for "
+                              "another run)"});
     return PullStream<Out>(state);
   }
 
@@ -494,18 +582,31 @@ class Stage {
   std::size_t id_;
 };
 
-/// A validated graph, ready to run (any number of times; each run starts from fresh copies of
-/// the stages' handlers).
+/// A validated graph, ready to run (any number of times, but see run() for push sources,
+/// streams and collect; each run starts from fresh copies of the stages' handlers).
 class CompiledGraph {
  public:
-  Run run(RunOptions options = {}) const { return engine_->start(std::move(options)); }
+  /// Starts a run. A graph with a push source or a stream runs once: its handle and its range
+  /// belong to that run, so a second run (at the same time or later, from this compiled graph
+  /// or another of the same graph) throws std::logic_error naming the stage; declare the graph
+  /// again for another run. A graph with a collect sink runs one run at a time (both would
+  /// write its container): a run started before the last one's collect has finished throws
+  /// std::logic_error naming the stage.
+  Run run(RunOptions options = {}) const {
+    detail::RunClaims claims(*graph_);
+    Run r = engine_->start(std::move(options));
+    claims.dismiss();  // they belong to the run now
+    return r;
+  }
   std::string to_dot() const { return dot_; }
 
  private:
   friend class Graph;
-  CompiledGraph(std::shared_ptr<const Engine> engine, std::string dot)
-      : engine_(std::move(engine)), dot_(std::move(dot)) {}
+  CompiledGraph(std::shared_ptr<const Engine> engine, std::shared_ptr<detail::GraphData> graph,
+                std::string dot)
+      : engine_(std::move(engine)), graph_(std::move(graph)), dot_(std::move(dot)) {}
   std::shared_ptr<const Engine> engine_;
+  std::shared_ptr<detail::GraphData> graph_;
   std::string dot_;
 };
 
@@ -519,12 +620,15 @@ auto attach_stream(Run& run, const P& producer, std::string name, std::int64_t c
     -> PullStream<typename P::output_type> {
   using T = typename P::output_type;
   static_assert(!std::is_void_v<T>, "attach_stream: the stage is a sink: it emits nothing");
-  if (const auto problem = detail::capacity_problem(name, capacity)) throw option_error(*problem);
+  const auto p = run.describe(producer, "attach");
+  if (const auto problem = detail::stream_capacity_problem(name, capacity, p.name, p.instances))
+    throw option_error(*problem);
   auto state = std::make_shared<detail::StreamState<T>>(capacity);
   SubscriptionOptions o;
   o.max_demand = capacity;
   o.demand = DemandControl::manual;
-  run.attach(producer, std::move(name), detail::StreamSink<T>{state}, o);
+  auto keeper = std::make_shared<const detail::Ender<detail::StreamState<T>>>(state);
+  run.attach(producer, std::move(name), detail::StreamSink<T>{state, std::move(keeper)}, o);
   return PullStream<T>(state);
 }
 
@@ -628,10 +732,15 @@ std::pair<PushHandle<T>, Stage<void, T>> Graph::push_source(std::string name,
   const auto problem = detail::capacity_problem(name, capacity);
   auto state = std::make_shared<detail::PushState<T>>(problem ? std::ptrdiff_t{1} : capacity);
   const auto instances = options.instances;
+  auto keeper = std::make_shared<const detail::Closer<detail::PushState<T>>>(state);
   const auto id = add<void, T>(std::move(name), StageKind::producer, "source (push)",
-                               detail::PushSource<T>{state}, std::move(options));
+                               detail::PushSource<T>{state, std::move(keeper)}, std::move(options));
   auto& node = data_->nodes[id];
   if (problem) node.problems.push_back(*problem);
+  data_->claims.push_back({"stage '" + node.name +
+                           "' is a push source, fed by one handle, so its graph runs once, and "
+                           "a run of it has already started (declare the graph again for another "
+                           "run)"});
   if (instances != 1)
     node.problems.push_back(
         "stage '" + node.name +
@@ -684,7 +793,7 @@ inline CompiledGraph Graph::compile() const {
       all += (all.empty() ? "" : "\n") + p;
     throw option_error(all);
   }
-  return CompiledGraph(std::move(engine), to_dot());
+  return CompiledGraph(std::move(engine), data_, to_dot());
 }
 
 inline Run Graph::run(RunOptions options) const {

@@ -190,11 +190,27 @@ class PushState {
   SharedWaker waker_;
 };
 
-/// The source stage behind Graph::push_source.
+/// Closes `state` when the last holder goes (`close_on_last` of the two sides below).
+template <class State>
+struct Closer {
+  std::shared_ptr<State> state;
+  explicit Closer(std::shared_ptr<State> s) : state(std::move(s)) {}
+  Closer(const Closer&) = delete;
+  Closer& operator=(const Closer&) = delete;
+  ~Closer() { state->close(); }
+};
+
+/// The source stage behind Graph::push_source. Its copies (in the graph, its compiled graphs
+/// and the run) share one keeper: once none is left, nothing can take from the stream any
+/// more, so it closes, and a push (blocked on a full stream, or later) is refused instead of
+/// waiting for ever.
 template <class T>
 struct PushSource {
   std::shared_ptr<PushState<T>> state;
+  std::shared_ptr<const Closer<PushState<T>>> keeper;
   std::size_t owed = 0;  // demand not served yet
+  PushSource(std::shared_ptr<PushState<T>> s, std::shared_ptr<const Closer<PushState<T>>> k)
+      : state(std::move(s)), keeper(std::move(k)) {}
 
   void handle_subscribe(const SubscribeInfo&, Context<T>& ctx) { state->set_waker(ctx.waker()); }
   void handle_demand(std::size_t n, Context<T>& ctx) {
@@ -226,27 +242,36 @@ struct PushSource {
 
 }  // namespace detail
 
-/// Feeds a graph from application threads (any number at once). Copies share the same stream.
+/// Feeds a graph from application threads (any number at once). Copies share the same stream;
+/// when the last copy is destroyed the stream is closed, as by close() (no one can push any
+/// more, so the source finishes once it has emitted what was pushed).
+///
+/// A push is refused (closed_error) once the stream is closed: by close(), by Run::drain, when
+/// the source has stopped (the run ended, failed or was cancelled), or when the graph and every
+/// run of it are gone. A push blocked on a full stream is woken and refused in all these cases.
 template <class T>
 class PushHandle {
  public:
   /// Blocks while `capacity` events are waiting to be taken (back-pressure). Throws
-  /// closed_error after close().
-  void push(T event) { state_->push(std::move(event)); }
+  /// closed_error once the stream is closed.
+  void push(T event) { state()->push(std::move(event)); }
   /// Does not block: false (the event is dropped by the caller's copy) if the stream is full.
-  bool try_push(T event) { return state_->try_push(std::move(event)); }
+  bool try_push(T event) { return state()->try_push(std::move(event)); }
   /// Blocks at most `timeout`; false if the stream stayed full.
   template <class Rep, class Period>
   bool push_for(T event, std::chrono::duration<Rep, Period> timeout) {
-    return state_->push_for(std::move(event), timeout);
+    return state()->push_for(std::move(event), timeout);
   }
   /// Ends the stream: the source finishes once the events pushed before have been emitted.
-  void close() { state_->close(); }
+  /// Closing again does nothing.
+  void close() { state()->close(); }
 
  private:
   friend class Graph;
-  explicit PushHandle(std::shared_ptr<detail::PushState<T>> s) : state_(std::move(s)) {}
-  std::shared_ptr<detail::PushState<T>> state_;
+  explicit PushHandle(std::shared_ptr<detail::PushState<T>> s)
+      : sender_(std::make_shared<const detail::Closer<detail::PushState<T>>>(std::move(s))) {}
+  detail::PushState<T>* state() const { return sender_->state.get(); }
+  std::shared_ptr<const detail::Closer<detail::PushState<T>>> sender_;  // closes on the last copy
 };
 
 }  // namespace sluice
@@ -276,7 +301,13 @@ class StreamState {
   /// The next event, or nullopt at the end. Blocks while nothing is ready.
   std::optional<T> next() {
     if (finished_) return std::nullopt;
-    ready_.acquire();
+    if (!ready_.try_acquire()) {
+      if (since_wake_ > 0) {  // step 3 of StreamSink: report what was taken before waiting
+        since_wake_ = 0;
+        waker_.wake();
+      }
+      ready_.acquire();
+    }
     T e;
     while (!queue_.try_dequeue(e)) {
       // The end's permit (released after the last event's) or, in theory, a transient miss.
@@ -332,37 +363,117 @@ class StreamState {
   std::int64_t since_wake_ = 0;
 };
 
-/// The sink behind Stage::stream: asks by hand for what the reader has room for.
+/// Ends `state` when the last holder goes: every copy of a stream's sink (in the graph, its
+/// compiled graphs and the run) shares one, so a reader whose graph is gone without a run sees
+/// the end instead of waiting for ever.
+template <class State>
+struct Ender {
+  std::shared_ptr<State> state;
+  explicit Ender(std::shared_ptr<State> s) : state(std::move(s)) {}
+  Ender(const Ender&) = delete;
+  Ender& operator=(const Ender&) = delete;
+  ~Ender() { state->end(); }
+};
+
+/// The sink behind Stage::stream and attach_stream: asks by hand for what the reader has room
+/// for, on each of its subscriptions (one per instance of the producer).
+///
+/// Demand: `capacity` (C) bounds what the stream holds in all: events asked for and not yet
+/// received on every subscription, plus events received and not yet taken by the reader.
+/// 1. Shares: once every subscription is known (the first handle_info, woken by the first
+///    handle_subscribe: the engine calls every handle_subscribe of a stage before any message),
+///    subscription i of n gets the share C / n, the first C % n one more. The shares add up to
+///    C and each is at least 1 (Stage::stream and attach_stream refuse a C below n). A share
+///    never grows, so no ask exceeds the first one (a demand dispatcher warns of that).
+/// 2. Top-up: free = C - outstanding - queued; each open subscription below its share is asked
+///    for the difference, while free lasts. Run at step 1, whenever the reader reports what it
+///    took, and when a subscription closes.
+/// 3. The reader reports what it took every C / 2 + 1 events, and whenever it finds nothing
+///    ready (before it blocks). So a subscription whose share was all received and read is
+///    asked again before the reader waits on it: nothing waits on a report that never comes.
+/// 4. The end: the reader sees it when the stage stops (all subscriptions ended, the run
+///    failed or was cancelled: handle_terminate), never when only one subscription ends.
 template <class T>
 struct StreamSink {
   std::shared_ptr<StreamState<T>> state;
-  SubscriptionId sub = 0;
+  std::shared_ptr<const Ender<StreamState<T>>> keeper;
+  StreamSink(std::shared_ptr<StreamState<T>> s, std::shared_ptr<const Ender<StreamState<T>>> k)
+      : state(std::move(s)), keeper(std::move(k)) {}
+  struct Sub {
+    std::int64_t share = 0;        // the most it may have asked and not received (step 1)
+    std::int64_t outstanding = 0;  // asked and not yet received
+    bool open = true;
+  };
+  std::vector<Sub> subs;
+  std::int64_t queued = 0;  // received and not yet reported taken by the reader
+  bool shared_out = false;  // step 1 done
 
   void handle_subscribe(const SubscribeInfo& s, Context<void>& ctx) {
-    sub = s.subscription;
-    state->set_waker(ctx.waker());
-    if (state->stopped()) {  // the reader gave up before the run reached this stage
-      ctx.cancel(sub, Reason::shutdown());
-      return;
+    if (subs.empty()) {
+      state->set_waker(ctx.waker());
+      ctx.waker().wake();  // step 1, once every subscription is known
     }
-    ctx.ask(sub, state->capacity());
+    if (subs.size() <= s.subscription) subs.resize(s.subscription + 1);
+    if (state->stopped()) {  // the reader gave up before the run reached this stage
+      subs[s.subscription].open = false;
+      ctx.cancel(s.subscription, Reason::shutdown());
+    }
   }
-  void handle_events(std::span<T> events, Context<void>&) { state->put(events); }
-  void handle_events(std::span<const T> events,
+  void handle_events(std::span<T> events, SubscriptionId from, Context<void>&) {
+    received(events.size(), from);
+    state->put(events);
+  }
+  void handle_events(std::span<const T> events, SubscriptionId from,
                      Context<void>&) requires std::copy_constructible<T> {
+    received(events.size(), from);
     state->put(events);
   }
   void handle_info(std::any&, Context<void>& ctx) {
     if (state->stopped()) {
-      ctx.cancel(sub, Reason::shutdown());
+      for (SubscriptionId id = 0; id < subs.size(); ++id)
+        if (subs[id].open) ctx.cancel(id, Reason::shutdown());
       return;
     }
-    if (const auto n = state->take_consumed(); n > 0) ctx.ask(sub, n);
+    if (!shared_out) share_out();
+    queued -= state->take_consumed();
+    top_up(ctx);
   }
-  void handle_cancel(const CancelInfo&, Context<void>&) { state->end(); }
-  /// The sink stopped for any reason (the run failed or was cancelled too): the reader sees the
-  /// end instead of waiting for ever.
+  void handle_cancel(const CancelInfo& info, Context<void>& ctx) {
+    if (info.subscription < subs.size()) {
+      subs[info.subscription].outstanding = 0;
+      subs[info.subscription].open = false;
+    }
+    if (shared_out && !state->stopped()) top_up(ctx);
+  }
+  /// The sink stopped for any reason (every subscription ended, or the run failed or was
+  /// cancelled): the reader sees the end instead of waiting for ever.
   void handle_terminate(const Reason&) { state->end(); }
+
+ private:
+  void received(std::size_t n, SubscriptionId from) {
+    subs[from].outstanding -= static_cast<std::int64_t>(n);
+    queued += static_cast<std::int64_t>(n);
+  }
+  void share_out() {
+    shared_out = true;
+    const auto n = static_cast<std::int64_t>(subs.size());
+    const std::int64_t c = state->capacity();
+    for (std::int64_t i = 0; i < n; ++i)
+      subs[static_cast<std::size_t>(i)].share = c / n + (i < c % n ? 1 : 0);
+  }
+  void top_up(Context<void>& ctx) {
+    std::int64_t free = state->capacity() - queued;
+    for (auto& s : subs)
+      if (s.open) free -= s.outstanding;
+    for (SubscriptionId id = 0; id < subs.size() && free > 0; ++id) {
+      auto& s = subs[id];
+      const std::int64_t ask = std::min(free, s.share - s.outstanding);
+      if (!s.open || ask <= 0) continue;
+      s.outstanding += ask;
+      free -= ask;
+      ctx.ask(id, ask);
+    }
+  }
 };
 
 }  // namespace detail
