@@ -80,7 +80,7 @@ TEST_CASE("accumulate mode holds demand until the mode is switched back") {
   Log log;
   sluice::Engine e;
   auto p = e.producer<Ev>("counter", Counter{&log, 0, 30}, demand(),
-                          {.demand = sluice::DemandMode::accumulate});
+                          {.demand_mode = sluice::DemandMode::accumulate});
   auto c = e.consumer<Ev>("forwarder", Forwarder{&log});
   e.subscribe(c, p, {.max_demand = 10});
   auto run = e.start(manual());

@@ -96,13 +96,13 @@ TEST_CASE("the end message comes after every event and carries the reason") {
 TEST_CASE("asks arrive one by one, in order, past the ring they are combined") {
   Edge<int> e(3, 0, 1);  // ask ring of 4
   for (int n : {1, 2, 3})
-    e.grant(n);
+    e.ask(n);
   std::vector<std::int64_t> seen;
   e.take_asks([&](std::int64_t n) { seen.push_back(n); });
   CHECK(seen == std::vector<std::int64_t>{1, 2, 3});
   CHECK(e.credit_approx() == 0);
   for (int n : {1, 1, 1, 1, 5, 6})  // 4 fit, 5 and 6 spill
-    e.grant(n);
+    e.ask(n);
   seen.clear();
   e.take_asks([&](std::int64_t n) { seen.push_back(n); });
   CHECK(seen == std::vector<std::int64_t>{1, 1, 1, 1, 11});
@@ -122,7 +122,7 @@ TEST_CASE("two threads: demand-bounded messages of random sizes arrive intact") 
   Edge<std::int64_t> e(max_demand, 0, 1);
   std::int64_t errors = 0, received = 0;  // consumer's, read after join
   std::thread consumer([&] {
-    e.grant(max_demand);
+    e.ask(max_demand);
     std::int64_t expect = 0;
     while (expect < total) {
       const EdgeMessage* m = e.peek();
@@ -137,7 +137,7 @@ TEST_CASE("two threads: demand-bounded messages of random sizes arrive intact") 
       const auto n = m->count;
       e.release_events(*m, 0, n);
       e.pop();
-      e.grant(n);
+      e.ask(n);
     }
   });
   std::thread producer([&] {

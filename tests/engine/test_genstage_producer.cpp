@@ -253,7 +253,7 @@ TEST_CASE("delivers info to producer_consumer after the events emitted before it
 TEST_CASE("demand can be set to accumulate on start and to forward later") {
   // GenStage "can be set to :accumulate on init" / "via API": nothing is asked of
   // handle_demand until forward; then [0,1,2,3].
-  Fixture f({.demand = DemandMode::accumulate}, Counter{}, {.max_demand = 4});
+  Fixture f({.demand_mode = DemandMode::accumulate}, Counter{}, {.max_demand = 4});
   f.ask(4);
   f.settle();
   CHECK(only(f.log, "demand").empty());
@@ -265,7 +265,7 @@ TEST_CASE("demand can be set to accumulate on start and to forward later") {
 }
 
 TEST_CASE("demand set to forward before any ask behaves as forward") {
-  Fixture f({.demand = DemandMode::accumulate}, Counter{}, {.max_demand = 4});
+  Fixture f({.demand_mode = DemandMode::accumulate}, Counter{}, {.max_demand = 4});
   f.run->set_demand_mode(f.p, DemandMode::forward);
   f.settle();
   f.ask(4);
@@ -274,7 +274,7 @@ TEST_CASE("demand set to forward before any ask behaves as forward") {
 }
 
 TEST_CASE("accumulate is not reset when set again while accumulating") {
-  Fixture f({.demand = DemandMode::accumulate}, Counter{}, {.max_demand = 4});
+  Fixture f({.demand_mode = DemandMode::accumulate}, Counter{}, {.max_demand = 4});
   f.ask(4);
   f.settle();
   f.run->set_demand_mode(f.p, DemandMode::accumulate);
@@ -291,7 +291,7 @@ TEST_CASE("does not combine demands when accumulating") {
   Log log;
   sluice::Engine e;
   auto p = e.producer<Ev>("producer", DemandProducer{&log}, demand(),
-                          {.demand = DemandMode::accumulate});
+                          {.demand_mode = DemandMode::accumulate});
   auto c1 = e.consumer<Ev>("c1", Forwarder{&log, "c1"});
   auto c2 = e.consumer<Ev>("c2", Forwarder{&log, "c2"});
   e.subscribe(c1, p, {.max_demand = 2});
@@ -312,7 +312,7 @@ TEST_CASE("does not combine demands when accumulating") {
 }
 
 TEST_CASE("events emitted while accumulating are held, bounded by buffer_size, and replayed") {
-  Fixture f({.buffer_size = 3, .demand = DemandMode::accumulate}, silent(), {.max_demand = 10});
+  Fixture f({.buffer_size = 3, .demand_mode = DemandMode::accumulate}, silent(), {.max_demand = 10});
   f.queue(atoms({"a", "b"}));
   f.queue(atoms({"c", "d"}));  // held: a, b, c, d; the bound 3 drops :a (keep last)
   f.settle();

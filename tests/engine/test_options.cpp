@@ -68,8 +68,8 @@ TEST_CASE("demand mode is a producer option only") {
   Log log;
   sluice::Engine e;
   CHECK_THROWS_WITH_AS((e.producer_consumer<Ev, Ev>("pc", Doubler{&log}, demand(),
-                                                    {.demand = sluice::DemandMode::accumulate})),
-                       "stage 'pc': option demand: only producers have a demand mode (accumulate)",
+                                                    {.demand_mode = sluice::DemandMode::accumulate})),
+                       "stage 'pc': option demand_mode: only producers have a demand mode (accumulate)",
                        option_error);
 }
 

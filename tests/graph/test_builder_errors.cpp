@@ -29,7 +29,7 @@ TEST_CASE("options that do not apply to the stage are refused, not ignored") {
                        "stage 'numbers': option selector: a source subscribes to nothing\n"
                        "stage 'sink': option buffer_size: a sink has no output\n"
                        "stage 'sink': option demand_mode: only sources have a demand mode\n"
-                       "stage 'm': option demand: only producers have a demand mode "
+                       "stage 'm': option demand_mode: only producers have a demand mode "
                        "(accumulate)",
                        sluice::option_error);
 }

@@ -17,8 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include <sluice/engine/buffer.hpp>
 #include <sluice/engine/dispatcher.hpp>
-#include <sluice/engine/fifo.hpp>
 #include <sluice/engine/options.hpp>
 
 namespace sluice {
@@ -270,7 +270,7 @@ class PartitionDispatcher final : public Dispatcher<Event> {
     std::size_t backed_up = 0;
     for (auto& p : parts_)
       if (!p.queue.empty()) {
-        p.markers.push_back({p.queue.pushed_total(), token});
+        p.queue.mark(token);
         ++backed_up;
       }
     if (backed_up == 0)
@@ -301,15 +301,10 @@ class PartitionDispatcher final : public Dispatcher<Event> {
   std::size_t queue_size_of(const Partition& p) const { return parts_[slot(p)].queue.size(); }
 
  private:
-  struct Marker {
-    std::uint64_t position;  // the info is passed once the queue has popped this many events
-    std::uint64_t token;
-  };
   struct Part {
     std::optional<SubscriberId> subscriber;
-    std::int64_t demand = 0;  // GenStage's integer demand; 0 while the queue is not empty
-    Fifo<Event> queue;        // events beyond demand (GenStage's per-partition queue)
-    std::deque<Marker> markers;
+    std::int64_t demand = 0;   // GenStage's integer demand; 0 while the queue is not empty
+    Buffer<Event> queue;       // events beyond demand, and infos (GenStage's partition queue)
     std::vector<Event> batch;  // this dispatch's events for the partition (capacity reused)
     /// Its subscriber left (none has taken it since): its events meet no demand, so the other
     /// partitions' consumers are not starved by events nobody asked for.
@@ -499,13 +494,11 @@ class PartitionDispatcher final : public Dispatcher<Event> {
   std::int64_t send_queued(std::size_t slot, std::int64_t n, Outbox<Event>& out) {
     auto& p = parts_[slot];
     while (n > 0 && !p.queue.empty()) {
-      auto m = std::min<std::uint64_t>(p.queue.size(), static_cast<std::uint64_t>(n));
-      if (!p.markers.empty())
-        m = std::min<std::uint64_t>(m, p.markers.front().position - p.queue.popped_total());
-      if (m > 0) {
-        out.send(*p.subscriber, p.queue.front(m));
-        p.queue.pop_front(m);
-        n -= static_cast<std::int64_t>(m);
+      auto run = p.queue.front_run(static_cast<std::uint64_t>(n));
+      if (!run.empty()) {
+        out.send(*p.subscriber, run);
+        p.queue.pop_front(run.size());
+        n -= static_cast<std::int64_t>(run.size());
       }
       release_passed_infos(out);
     }
@@ -533,51 +526,35 @@ class PartitionDispatcher final : public Dispatcher<Event> {
   void enqueue(std::size_t slot, std::span<Event> events, Outbox<Event>& out) {
     auto& p = parts_[slot];
     if (events.empty()) return;
-    if (p.subscriber) {
+    if (p.subscriber)
       p.queue.append(events);
-      return;
-    }
-    const auto cap = static_cast<std::uint64_t>(options_.queue_size);
-    auto where = [&] { return "the queue of partition " + partitions_[slot].to_string(); };
-    if (options_.queue_keep == BufferKeep::first) {
-      const auto space = cap > p.queue.size() ? cap - p.queue.size() : 0;
-      const auto keep = static_cast<std::size_t>(std::min<std::uint64_t>(space, events.size()));
-      p.queue.append(events.first(keep));
-      if (keep < events.size()) out.discard(events.subspan(keep), where());
-    } else {
-      if (events.size() >= cap) {
-        drop_front(slot, p.queue.size(), where(), out);
-        out.discard(events.first(events.size() - cap), where());
-        events = events.subspan(events.size() - cap);
-      } else if (p.queue.size() + events.size() > cap) {
-        drop_front(slot, p.queue.size() + events.size() - cap, where(), out);
-      }
-      p.queue.append(events);
-    }
+    else
+      enqueue_unsubscribed(slot, events, out);
+  }
+  [[gnu::noinline]] void enqueue_unsubscribed(std::size_t slot, std::span<Event> events,
+                                              Outbox<Event>& out) {
+    const auto why = "the queue of partition " + partitions_[slot].to_string();
+    parts_[slot].queue.push(events, static_cast<std::uint64_t>(options_.queue_size),
+                            options_.queue_keep,
+                            [&](std::span<Event> dropped) { out.discard(dropped, why); });
   }
 
   /// Drops the n oldest queued events of a partition (reported as dropped).
   void drop_front(std::size_t slot, std::uint64_t n, const std::string& why, Outbox<Event>& out) {
-    auto& p = parts_[slot];
-    while (n > 0) {
-      auto span = p.queue.front_span();
-      const auto m = std::min<std::uint64_t>(span.size(), n);
-      out.discard(span.first(m), why);
-      p.queue.pop_front(m);
-      n -= m;
-    }
+    parts_[slot].queue.drop_front(n, [&](std::span<Event> dropped) { out.discard(dropped, why); });
   }
 
   /// Infos whose markers every backed-up partition has passed (or dropped) are released.
   void release_passed_infos(Outbox<Event>& out) {
+    auto passed = [&](std::uint64_t token) {
+      for (auto& i : infos_)
+        if (i.token == token) --i.partitions_left;
+    };
     for (auto& p : parts_) {
-      while (!p.markers.empty() &&
-             (p.markers.front().position <= p.queue.popped_total() || !p.subscriber)) {
-        const auto token = p.markers.front().token;
-        p.markers.pop_front();
-        for (auto& i : infos_)
-          if (i.token == token) --i.partitions_left;
-      }
+      if (p.subscriber)
+        p.queue.release_passed(passed);
+      else
+        p.queue.release_all(passed);  // nobody will take its events: no info waits for them
     }
     while (!infos_.empty() && infos_.front().partitions_left == 0) {
       out.release_info(infos_.front().token);

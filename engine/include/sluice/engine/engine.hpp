@@ -19,7 +19,7 @@
 #include <vector>
 
 #include <sluice/engine/context.hpp>
-#include <sluice/engine/detail/cell.hpp>
+#include <sluice/engine/detail/cell/cell.hpp>
 #include <sluice/engine/detail/edge.hpp>
 #include <sluice/engine/detail/executor.hpp>
 #include <sluice/engine/detail/run_core.hpp>
@@ -352,7 +352,7 @@ class Run {
   }
   void send_info(const S& stage, std::any message, std::size_t instance = 0) {
     cell(id_in_run(stage, "send_info"), instance)
-        .post_external({detail::ExternalCommand::Kind::message, std::move(message)});
+        .post_external({detail::ExternalCommand::Kind::send_info, std::move(message)});
   }
 
   /// Delivers `message` to the stage's handle_info after the events it has buffered at that
@@ -363,7 +363,7 @@ class Run {
   }
   void async_info(const S& stage, std::any message, std::size_t instance = 0) {
     cell(id_in_run(stage, "async_info"), instance)
-        .post_external({detail::ExternalCommand::Kind::info, std::move(message)});
+        .post_external({detail::ExternalCommand::Kind::async_info, std::move(message)});
   }
 
   /// Switches a producer between forward and accumulate demand (GenStage demand/2). Any thread.
@@ -536,7 +536,7 @@ class Engine {
     static_assert(std::is_nothrow_move_constructible_v<Out>,
                   "event types must be nothrow move constructible (events are moved through "
                   "buffers and edges that cannot roll back a throwing move)");
-    static_assert(detail::HasHandleDemand<Handler, Out>,
+    static_assert(handler::HandlesDemand<Handler, Out>,
                   "a producer handler needs handle_demand(std::size_t n, sluice::Context<Out>&)");
     check_name_and_instances(name, instances);
     check_producer_options(name, options, false);
@@ -555,10 +555,9 @@ class Engine {
     static_assert(std::is_nothrow_move_constructible_v<Out>,
                   "event types must be nothrow move constructible (events are moved through "
                   "buffers and edges that cannot roll back a throwing move)");
-    static_assert(
-        detail::HasHandleEvents<Handler, In, Out> || detail::HasHandleEventsFrom<Handler, In, Out>,
-        "a producer_consumer handler needs handle_events(std::span<In>, "
-        "sluice::Context<Out>&) (optionally with a SubscriptionId before the context)");
+    static_assert(handler::Consumes<Handler, In, Out>,
+                  "a producer_consumer handler needs handle_events(std::span<In>, "
+                  "sluice::Context<Out>&) (optionally with a SubscriptionId before the context)");
     check_name_and_instances(name, instances);
     check_producer_options(name, options, true);
     if (!dispatcher) throw option_error("stage '" + name + "': option dispatcher: none given");
@@ -571,8 +570,7 @@ class Engine {
   /// A consumer: `handler.handle_events(span<In>, [SubscriptionId,] ctx)`.
   template <class In, class Handler>
   StageRef<In, void> consumer(std::string name, Handler handler, std::size_t instances = 1) {
-    static_assert(detail::HasHandleEvents<Handler, In, void> ||
-                      detail::HasHandleEventsFrom<Handler, In, void>,
+    static_assert(handler::Consumes<Handler, In, void>,
                   "a consumer handler needs handle_events(std::span<In>, sluice::Context<void>&) "
                   "(optionally with a SubscriptionId before the context)");
     check_name_and_instances(name, instances);
@@ -718,9 +716,9 @@ class Engine {
     if (o.buffer_size && *o.buffer_size <= 0)
       throw option_error("stage '" + name + "': option buffer_size must be greater than 0, got: " +
                          std::to_string(*o.buffer_size));
-    if (producer_consumer && o.demand != DemandMode::forward)
+    if (producer_consumer && o.demand_mode != DemandMode::forward)
       throw option_error("stage '" + name +
-                         "': option demand: only producers have a demand mode (accumulate)");
+                         "': option demand_mode: only producers have a demand mode (accumulate)");
   }
 
   template <class In, class Out, class Handler, class DispOut>
@@ -737,7 +735,7 @@ class Engine {
     d.kind = kind;
     d.instances = instances;
     if constexpr (!std::is_void_v<In>)
-      d.takes_const_events = detail::TakesConstEvents<Handler, In, Out>;
+      d.takes_const_events = handler::ConsumesConst<Handler, In, Out>;
     d.in = typeid(In);
     d.out = typeid(Out);
     d.dynamic = options.dynamic;
@@ -799,8 +797,7 @@ StageRef<typename P::output_type, void> Run::attach(const P& producer, std::stri
                                                     std::size_t instances) {
   using In = typename P::output_type;
   static_assert(!std::is_void_v<In>, "attach: the stage attached to is a sink: it emits nothing");
-  constexpr bool is_class =
-      detail::HasHandleEvents<Handler, In, void> || detail::HasHandleEventsFrom<Handler, In, void>;
+  constexpr bool is_class = handler::Consumes<Handler, In, void>;
   constexpr bool is_function =
       std::invocable<Handler&, In&&> || std::invocable<Handler&, const In&>;
   static_assert(is_class || is_function,
@@ -827,7 +824,7 @@ StageRef<typename P::output_type, void> Run::attach(const P& producer, std::stri
     if (p.kind == StageKind::consumer || p.out != typeid(In))
       throw option_error("stage '" + name + "' attaching to '" + p.name +
                          "': it does not emit this event type");
-    detail::check_subscription<In>(name, instances, detail::TakesConstEvents<Handler, In, void>,
+    detail::check_subscription<In>(name, instances, handler::ConsumesConst<Handler, In, void>,
                                    p.name, *p.probe, options);
     if (auto problem = detail::ring_memory_problem(
             name, p.name, options.max_demand,

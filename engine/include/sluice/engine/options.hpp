@@ -95,7 +95,7 @@ struct ProducerOptions {
   /// Events kept beyond demand. Default: 10000 for a producer, `infinity` for a producer_consumer.
   std::optional<std::int64_t> buffer_size = std::nullopt;
   BufferKeep buffer_keep = BufferKeep::last;
-  DemandMode demand = DemandMode::forward;  ///< producers only
+  DemandMode demand_mode = DemandMode::forward;  ///< producers only (GenStage's :demand)
   /// Consumers attach to it while the run goes on (Run::attach) and leave (Run::detach): it may
   /// have no subscriber when the run starts, and it keeps running when its last subscriber
   /// leaves (otherwise it stops then). Run::drain or Run::cancel ends it.

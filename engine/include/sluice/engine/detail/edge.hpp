@@ -259,7 +259,7 @@ class Edge {
   const Reason& end_reason() const noexcept { return end_reason_; }
 
   /// Asks for `n` more events. Consumer cell only. Never allocates.
-  void grant(std::int64_t n) noexcept {
+  void ask(std::int64_t n) noexcept {
     asked_.add(static_cast<std::uint64_t>(n));
     if (ask_tail_local_ - ask_head_cache_ >= ask_capacity_) {
       ask_head_cache_ = ask_head_.load(std::memory_order_acquire);  // H3

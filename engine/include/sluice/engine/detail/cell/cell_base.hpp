@@ -18,6 +18,20 @@
 
 namespace sluice::detail {
 
+/// A producer's buffer_size: given, or 10000 for a producer and no bound for a
+/// producer_consumer (GenStage's defaults).
+inline std::int64_t buffer_size(const ProducerOptions& o, bool producer_consumer) noexcept {
+  return o.buffer_size.value_or(producer_consumer ? infinity : default_producer_buffer_size);
+}
+
+/// Where a cell is in its life. It only moves forward.
+enum class Phase : std::uint8_t {
+  created,   ///< not yet started: handle_subscribe has not run
+  running,   ///< handling messages, asks and infos
+  stopping,  ///< do_stop is ending its subscriptions; nothing new happens
+  finished,  ///< counted out of the run
+};
+
 /// Typed wiring ports, used when a run is built.
 template <class Event>
 class OutPort {
@@ -49,17 +63,17 @@ struct LateSubscriber {
   std::size_t consumer_instance = 0;
 };
 
-/// A control message from a thread outside the engine.
+/// A command from a thread outside the engine, or from a Waker.
 struct ExternalCommand {
   enum class Kind : std::uint8_t {
-    message,        // to handle_info now (GenStage: a plain message / cast)
-    info,           // to handle_info after the events buffered now (GenStage async_info/2)
+    send_info,      // an info for handle_info now (GenStage: a plain message; Run::send_info)
+    async_info,     // an info after the events buffered now (GenStage async_info/2)
     demand_mode,    // GenStage demand/2
-    drain,          // a source stops producing and finishes after what it emitted (Run::drain)
+    drain,          // a producer stops producing and finishes after what it emitted (Run::drain)
     subscribe,      // a producer takes a LateSubscriber<Out> (Run::attach)
     cancel_inputs,  // a consumer cancels all its subscriptions with a Reason (Run::detach)
   };
-  Kind kind = Kind::info;
+  Kind kind = Kind::async_info;
   std::any message;
   DemandMode mode = DemandMode::forward;
 };
@@ -83,7 +97,7 @@ class CellBase : public Schedulable, public CellControl {
   }
 
   void post_message(std::any message) override {
-    post_external({ExternalCommand::Kind::message, std::move(message)});
+    post_external({ExternalCommand::Kind::send_info, std::move(message)});
   }
 
   /// Owner thread (a callback's ctx.waker()).
@@ -139,6 +153,27 @@ class CellBase : public Schedulable, public CellControl {
   }
 
  protected:
+  /// Busy time is sampled: one quantum in busy_sample_every is timed and counted that many
+  /// times (two clock reads per quantum cost up to 10 % on short quanta). Every quantum is timed
+  /// until the first samples are in, so short runs still show their busy time.
+  struct BusyTimer {
+    bool timed;
+    std::chrono::steady_clock::time_point start;
+  };
+  BusyTimer busy_timer() noexcept {
+    const bool timed = (quanta_++ % busy_sample_every) == 0 || quanta_ <= busy_sample_every;
+    return {timed,
+            timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{}};
+  }
+  void add_busy(const BusyTimer& t) noexcept {
+    if (!t.timed) return;
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now() - t.start)
+                        .count();
+    const auto weight = quanta_ <= busy_sample_every ? 1 : busy_sample_every;
+    busy_ns_.add(static_cast<std::uint64_t>(ns) * weight);
+  }
+
   void mark_finished(const Reason& reason) {
     stop_reason_ = reason;
     finished_.store(true, std::memory_order_release);  // pairs with the acquires in metrics()
@@ -167,6 +202,8 @@ class CellBase : public Schedulable, public CellControl {
   OwnedCounter<std::uint32_t> accumulating_;  // 1 while in accumulate demand mode
   std::uint64_t buffer_capacity_ = 0;         // set once, before the run starts
   OwnedCounter<std::uint64_t> busy_ns_;
+  static constexpr std::uint64_t busy_sample_every = 8;
+  std::uint64_t quanta_ = 0;
   std::atomic<bool> finished_{false};
   Reason stop_reason_;  // written once, before finished_
   MpmcQueue<ExternalCommand> external_{8};

@@ -1,0 +1,77 @@
+#pragma once
+
+#include <any>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include <sluice/engine/context.hpp>
+
+/// The callbacks a stage written as a class may define (GenStage's callbacks). A producer needs
+/// handle_demand, a producer_consumer and a consumer need handle_events; the others are
+/// optional. Every callback runs on the stage instance's own thread, one at a time.
+namespace sluice::handler {
+
+/// Producer: `n` more events are wanted (GenStage handle_demand/2). Emit them with ctx.emit.
+template <class H, class Out>
+concept HandlesDemand = requires(H& h, Context<Out>& c) {
+  h.handle_demand(std::size_t{}, c);
+};
+
+/// Producer_consumer or consumer: a chunk of events from one subscription (GenStage
+/// handle_events/3); the form with a SubscriptionId tells which.
+template <class H, class In, class Out>
+concept HandlesEvents = requires(H& h, std::span<In> s, Context<Out>& c) {
+  h.handle_events(s, c);
+};
+template <class H, class In, class Out>
+concept HandlesEventsFrom = requires(H& h, std::span<In> s, Context<Out>& c) {
+  h.handle_events(s, SubscriptionId{}, c);
+};
+template <class H, class In, class Out>
+concept Consumes = HandlesEvents<H, In, Out> || HandlesEventsFrom<H, In, Out>;
+/// It reads events it may not modify (a broadcast's shared batches): std::span<const In>.
+template <class H, class In, class Out>
+concept ConsumesConst = Consumes<H, const In, Out>;
+
+/// An info (GenStage handle_info/2): ctx.async_info, Run::send_info, Run::async_info, a Waker.
+template <class H, class Out>
+concept HandlesInfo = requires(H& h, std::any& m, Context<Out>& c) {
+  h.handle_info(m, c);
+};
+/// A subscription ended (GenStage handle_cancel/3), on either side.
+template <class H, class Out>
+concept HandlesCancel = requires(H& h, const CancelInfo& i, Context<Out>& c) {
+  h.handle_cancel(i, c);
+};
+/// A subscription began (GenStage handle_subscribe/4), on either side.
+template <class H, class Out>
+concept HandlesSubscribe = requires(H& h, const SubscribeInfo& i, Context<Out>& c) {
+  h.handle_subscribe(i, c);
+};
+/// Producer: Run::drain asked it to end its own way (a push source delivers what was pushed).
+/// Without it, a drained producer simply finishes.
+template <class H, class Out>
+concept HandlesDrain = requires(H& h, Context<Out>& c) {
+  h.handle_drain(c);
+};
+/// GenStage's terminate/2: called once when the stage stops, whatever the reason.
+template <class H>
+concept HandlesTerminate = requires(H& h, const Reason& r) {
+  h.handle_terminate(r);
+};
+/// Events its buffer or dispatcher dropped; return true to have them logged too.
+template <class H, class Out>
+concept HandlesDiscarded = requires(H& h, std::span<Out> s) {
+  { h.handle_discarded(s) } -> std::convertible_to<bool>;
+};
+/// A stage that holds events outside the engine (a push source's queue): called once when the
+/// stage stops, before handle_terminate; it discards them and returns how many (counted as
+/// `lost`, so Metrics::undelivered includes them).
+template <class H>
+concept DiscardsHeld = requires(H& h) {
+  { h.discard_held() } -> std::convertible_to<std::uint64_t>;
+};
+
+}  // namespace sluice::handler
