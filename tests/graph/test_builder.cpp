@@ -233,7 +233,7 @@ TEST_CASE("compile() reports every problem at once, naming stage and option") {
   parts.partition(3, [](int& x) { return x % 3; }).for_each("p", [](int) {}, {.instances = 2});
   CHECK_THROWS_WITH_AS(
       g.compile(),
-      "stage 'numbers': option instances must be 1 for a range source (each instance would "
+      "stage 'numbers': option instances must be 1 for from_range (each instance would "
       "emit the whole range), got: 2\n"
       "stage 'two': option instances must be 1 for collect (one container), got: 2\n"
       "stage 'bad' subscribing to 'numbers': option max_demand must be equal to or greater "
@@ -277,8 +277,8 @@ TEST_CASE("DOT export: kinds, instances, dispatchers and edge options") {
         "digraph sluice {\n"
         "  rankdir=LR;\n"
         "  node [shape=box];\n"
-        "  \"lines\" [label=\"lines\\nsource (range)\\ndispatcher: partition\", kind=source];\n"
-        "  \"count\" [label=\"count\\nfor_each x2\", kind=sink];\n"
+        "  \"lines\" [label=\"lines\\nfrom_range\\ndispatcher: partition\", kind=producer];\n"
+        "  \"count\" [label=\"count\\nfor_each x2\", kind=consumer];\n"
         "  \"lines\" -> \"count\" [label=\"max_demand=50 min_demand=25\"];\n"
         "}\n");
   CHECK(g.compile().to_dot() == g.to_dot());

@@ -26,11 +26,10 @@ TEST_CASE("options that do not apply to the stage are refused, not ignored") {
   src.map("m", [](int x) { return x; }, {.demand_mode = sluice::DemandMode::accumulate})
       .for_each("sink2", [](int) {});
   CHECK_THROWS_WITH_AS(g.compile(),
-                       "stage 'numbers': option selector: a source subscribes to nothing\n"
-                       "stage 'sink': option buffer_size: a sink has no output\n"
-                       "stage 'sink': option demand_mode: only sources have a demand mode\n"
-                       "stage 'm': option demand_mode: only producers have a demand mode "
-                       "(accumulate)",
+                       "stage 'numbers': option selector: a producer subscribes to nothing\n"
+                       "stage 'sink': option buffer_size: a consumer has no output\n"
+                       "stage 'sink': option demand_mode: only producers have a demand mode\n"
+                       "stage 'm': option demand_mode: only producers have a demand mode",
                        sluice::option_error);
 }
 

@@ -325,7 +325,7 @@ TEST_CASE("dynamic option errors at compile time") {
   sluice::Graph g;
   g.source("numbers", endless()).for_each("sink", [](I64) {}, {.dynamic = true});
   CHECK_THROWS_WITH_AS(g.compile(),
-                       "stage 'sink': option dynamic: a sink has no output to attach to",
+                       "stage 'sink': option dynamic: a consumer has no output to attach to",
                        sluice::option_error);
 }
 

@@ -36,14 +36,7 @@ class BroadcastDispatcher final : public Dispatcher<Event> {
     bool operator==(const Entry&) const = default;
   };
 
-  void validate(const SubscriberInfo& s) const override {
-    if (s.options.partition)
-      throw option_error("option partition: the broadcast dispatcher has no partitions");
-    if (s.options.selector.has_value() && s.options.selector.type() != typeid(Selector<Event>))
-      throw option_error(
-          "option selector must be made with sluice::selector<Event>(predicate) for this "
-          "producer's event type");
-  }
+  bool selects() const override { return true; }
   bool shares_events() const override { return true; }
   std::string name() const override { return "broadcast"; }
 

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -17,59 +18,14 @@
 #include <utility>
 #include <vector>
 
+#include <sluice/dispatchers/detail/partition_index.hpp>
+#include <sluice/dispatchers/detail/scatter.hpp>
+#include <sluice/dispatchers/partitions.hpp>
 #include <sluice/engine/buffer.hpp>
 #include <sluice/engine/dispatcher.hpp>
 #include <sluice/engine/options.hpp>
 
 namespace sluice {
-
-/// The partitions of a partition dispatcher: a count n (partitions 0..n-1) or a list of names
-/// (integers or strings, GenStage's `partitions: [:odd, :even]`).
-class Partitions {
- public:
-  template <std::integral I>
-  Partitions(I count) : count_(static_cast<std::int64_t>(count)) {  // NOLINT: implicit by design
-    if (count_ > max_partitions) return;  // refused by the dispatcher: not materialised
-    for (std::int64_t i = 0; i < count_; ++i)
-      names_.emplace_back(i);
-  }
-  Partitions(std::vector<Partition> names)  // NOLINT: implicit by design
-      : names_(std::move(names)), count_(static_cast<std::int64_t>(names_.size())), listed_(true) {}
-
-  std::size_t size() const noexcept { return names_.size(); }
-  const Partition& operator[](std::size_t i) const { return names_[i]; }
-  /// Given as a count: partition i is named i.
-  bool dense() const noexcept { return !listed_; }
-  bool all_integers() const {
-    return std::all_of(names_.begin(), names_.end(), [](auto& p) { return p.is_index(); });
-  }
-  std::int64_t requested_count() const noexcept { return count_; }
-  /// "0, 1, 2" or "'odd', 'even'".
-  std::string to_string() const {
-    std::string s;
-    for (std::size_t i = 0; i < names_.size(); ++i)
-      s += (i ? ", " : "") + names_[i].to_string();
-    return s;
-  }
-
- private:
-  std::vector<Partition> names_;
-  std::int64_t count_ = 0;
-  bool listed_ = false;
-};
-
-struct PartitionDispatcherOptions {
-  /// A partition's queue of events beyond its consumer's demand (GenStage: no bound). While a
-  /// subscribed partition queues this many, the dispatcher holds back upstream demand
-  /// (back-pressure: nothing is dropped); a partition without a subscriber keeps this many.
-  std::int64_t queue_size = default_producer_buffer_size;
-  /// Which events the full queue of a partition without a subscriber keeps; the others are
-  /// dropped, counted and passed to the producer's handle_discarded hook.
-  BufferKeep queue_keep = BufferKeep::last;
-};
-
-/// Selects the default hash: std::hash<Event>, mixed, modulo the number of partitions.
-struct DefaultPartitionHash {};
 
 /// GenStage's PartitionDispatcher (GENSTAGE.md 2.3): each event goes to exactly one partition,
 /// chosen by the hash, which may also rewrite the event (it gets `Event&`) or drop it (return an
@@ -93,32 +49,9 @@ class PartitionDispatcher final : public Dispatcher<Event> {
   explicit PartitionDispatcher(Partitions partitions, Hash hash = {},
                                PartitionDispatcherOptions options = {})
       : partitions_(std::move(partitions)), hash_(std::move(hash)), options_(options) {
-    if (partitions_.requested_count() < 1)
-      throw option_error("option partitions must name at least 1 partition, got: " +
-                         std::to_string(partitions_.requested_count()));
-    if (partitions_.requested_count() > max_partitions)
-      throw option_error("option partitions must name at most " + std::to_string(max_partitions) +
-                         " partitions, got: " + std::to_string(partitions_.requested_count()));
-    if (options_.queue_size < 1)
-      throw option_error("option queue_size must be greater than 0, got: " +
-                         std::to_string(options_.queue_size));
-    if constexpr (std::is_same_v<Hash, DefaultPartitionHash>) {
-      static_assert(
-          requires(const Event& e) { std::hash<Event>{}(e); },
-          "the partition dispatcher's default hash needs std::hash<Event>; pass a "
-          "hash function");
-      if (!partitions_.all_integers())
-        throw option_error(
-            "option hash is required when partitions are not integers (got partitions: " +
-            partitions_.to_string() + ")");
-    }
-    for (std::size_t i = 0; i < partitions_.size(); ++i) {
-      const Partition& p = partitions_[i];
-      const bool fresh = p.is_index() ? by_index_.emplace(p.index(), i).second
-                                      : by_name_.emplace(p.name(), i).second;
-      if (!fresh)
-        throw option_error("option partitions: partition " + p.to_string() + " is listed twice");
-    }
+    check(partitions_, options_);
+    index_ = detail::PartitionIndex(partitions_);
+    dense_ = partitions_.dense();
     parts_.resize(partitions_.size());
     nparts_ = parts_.size();
     cursors_.resize(nparts_);
@@ -126,9 +59,41 @@ class PartitionDispatcher final : public Dispatcher<Event> {
 
   // ---- validation (before running) ------------------------------------------------------------
 
+  /// Refuses invalid dispatcher options (option_error naming the option), without making a
+  /// dispatcher: what the constructor and the factories check.
+  static void check(const Partitions& partitions, const PartitionDispatcherOptions& options) {
+    if (partitions.requested_count() < 1)
+      throw option_error("option partitions must name at least 1 partition, got: " +
+                         std::to_string(partitions.requested_count()));
+    if (partitions.requested_count() > max_partitions)
+      throw option_error("option partitions must name at most " + std::to_string(max_partitions) +
+                         " partitions, got: " + std::to_string(partitions.requested_count()));
+    if (options.queue_size < 1)
+      throw option_error("option queue_size must be greater than 0, got: " +
+                         std::to_string(options.queue_size));
+    if constexpr (std::is_same_v<Hash, DefaultPartitionHash>) {
+      static_assert(
+          requires(const Event& e) { std::hash<Event>{}(e); },
+          "the partition dispatcher's default hash needs std::hash<Event>; pass a "
+          "hash function");
+      if (!partitions.all_integers())
+        throw option_error(
+            "option hash is required when partitions are not integers (got partitions: " +
+            partitions.to_string() + ")");
+    }
+    std::set<std::int64_t> indices;
+    std::set<std::string> names;
+    for (std::size_t i = 0; i < partitions.size(); ++i) {
+      const Partition& p = partitions[i];
+      const bool fresh =
+          p.is_index() ? indices.insert(p.index()).second : names.insert(p.name()).second;
+      if (!fresh)
+        throw option_error("option partitions: partition " + p.to_string() + " is listed twice");
+    }
+  }
+
   void validate(const SubscriberInfo& s) const override {
-    if (s.options.selector.has_value())
-      throw option_error("option selector: only a broadcast dispatcher selects events");
+    this->refuse_selector(s);
     slot_of_subscription(s);
   }
 
@@ -219,6 +184,100 @@ class PartitionDispatcher final : public Dispatcher<Event> {
       const auto chunk = std::min(events.size(), static_cast<std::size_t>(waiting_));
       if (chunk * nparts_ * sizeof(Event) <= scatter_bytes) return scatter(events, out);
     }
+    return dispatch_by_batches(events, out);
+  }
+
+  void info(std::uint64_t token, Outbox<Event>& out) override {
+    std::size_t backed_up = 0;
+    for (auto& p : parts_)
+      if (!p.queue.empty()) {
+        p.queue.mark(token);
+        ++backed_up;
+      }
+    if (backed_up == 0)
+      out.release_info(token);
+    else
+      infos_.push_back({token, backed_up});
+  }
+
+  std::size_t buffered() const override {
+    std::size_t n = 0;
+    for (auto& p : parts_)
+      n += p.queue.size();
+    return n;
+  }
+
+  std::size_t queued(SubscriberId id) const override {
+    auto it = slot_of_.find(id);
+    return it == slot_of_.end() ? 0 : parts_[it->second].queue.size();
+  }
+
+  // ---- introspection (tests) ------------------------------------------------------------------
+  std::int64_t waiting() const { return waiting_; }
+  /// Upstream demand held back while a subscribed partition's queue is full.
+  std::int64_t withheld() const { return withheld_; }
+  std::int64_t pending() const { return pending_; }
+  /// A partition's integer demand (0 while it has a queue).
+  std::int64_t demand_of(const Partition& p) const { return parts_[index_.slot(p)].demand; }
+  std::size_t queue_size_of(const Partition& p) const {
+    return parts_[index_.slot(p)].queue.size();
+  }
+
+ private:
+  struct Part {
+    std::optional<SubscriberId> subscriber;
+    std::int64_t demand = 0;   // GenStage's integer demand; 0 while the queue is not empty
+    Buffer<Event> queue;       // events beyond demand, and infos (GenStage's partition queue)
+    std::vector<Event> batch;  // this dispatch's events for the partition (capacity reused)
+    /// Its subscriber left (none has taken it since): its events meet no demand, so the other
+    /// partitions' consumers are not starved by events nobody asked for.
+    bool orphan = false;
+  };
+  struct PendingInfo {
+    std::uint64_t token;
+    std::size_t partitions_left;
+  };
+
+  /// dispatch's fast path: each partition's events are moved into a run of `stride` slots of one
+  /// scratch buffer, through a write cursor per partition (no capacity check per event, nothing
+  /// in the loop the compiler must reload). Taken while every partition has, or never had, a
+  /// subscriber and the runs fit in scatter_bytes.
+  static constexpr std::size_t scatter_bytes = std::size_t{1} << 20;
+
+  std::size_t scatter(std::span<Event> events, Outbox<Event>& out) {
+    // No partition receives more than min(events, waiting_) events: a run of that many each.
+    const auto stride = std::min(events.size(), static_cast<std::size_t>(waiting_));
+    detail::ScatterRuns<Event> runs(scratch_.reserve(stride * nparts_), stride, cursors_);
+    Event** const cur = cursors_.data();
+    std::size_t taken = 0;
+    std::size_t none = 0;
+    // In chunks of at most waiting_ events (more than one only when the hash drops some): no
+    // check of the demand left per event.
+    while (taken < events.size() && waiting_ > 0) {
+      const auto end = taken + std::min(events.size() - taken, static_cast<std::size_t>(waiting_));
+      std::size_t dropped = 0;
+      for (std::size_t i = taken; i < end; ++i) {
+        const auto slot = hash(events[i]);
+        if (slot < 0) {
+          ++dropped;
+          continue;
+        }
+        ::new (cur[slot]) Event(std::move(events[i]));  // then counted: a throw leaves it out
+        ++cur[slot];
+      }
+      waiting_ -= static_cast<std::int64_t>(end - taken - dropped);
+      none += dropped;
+      taken = end;
+    }
+    if (none > 0) out.filtered(none);
+    for (std::size_t slot = 0; slot < nparts_; ++slot)
+      deliver(slot, runs.run(slot), out);
+    return taken;
+  }
+
+  /// dispatch's general path: a batch per partition (capacity reused), for dispatches with a
+  /// partition whose subscriber left, or too large for scatter's runs.
+  [[gnu::noinline]] std::size_t dispatch_by_batches(std::span<Event> events, Outbox<Event>& out) {
     std::size_t taken = 0;
     std::size_t none = 0;
     // Events for a partition whose subscriber left meet no demand while the subscribed
@@ -266,161 +325,13 @@ class PartitionDispatcher final : public Dispatcher<Event> {
     return taken;
   }
 
-  void info(std::uint64_t token, Outbox<Event>& out) override {
-    std::size_t backed_up = 0;
-    for (auto& p : parts_)
-      if (!p.queue.empty()) {
-        p.queue.mark(token);
-        ++backed_up;
-      }
-    if (backed_up == 0)
-      out.release_info(token);
-    else
-      infos_.push_back({token, backed_up});
-  }
-
-  std::size_t buffered() const override {
-    std::size_t n = 0;
-    for (auto& p : parts_)
-      n += p.queue.size();
-    return n;
-  }
-
-  std::size_t queued(SubscriberId id) const override {
-    auto it = slot_of_.find(id);
-    return it == slot_of_.end() ? 0 : parts_[it->second].queue.size();
-  }
-
-  // ---- introspection (tests) ------------------------------------------------------------------
-  std::int64_t waiting() const { return waiting_; }
-  /// Upstream demand held back while a subscribed partition's queue is full.
-  std::int64_t withheld() const { return withheld_; }
-  std::int64_t pending() const { return pending_; }
-  /// A partition's integer demand (0 while it has a queue).
-  std::int64_t demand_of(const Partition& p) const { return parts_[slot(p)].demand; }
-  std::size_t queue_size_of(const Partition& p) const { return parts_[slot(p)].queue.size(); }
-
- private:
-  struct Part {
-    std::optional<SubscriberId> subscriber;
-    std::int64_t demand = 0;   // GenStage's integer demand; 0 while the queue is not empty
-    Buffer<Event> queue;       // events beyond demand, and infos (GenStage's partition queue)
-    std::vector<Event> batch;  // this dispatch's events for the partition (capacity reused)
-    /// Its subscriber left (none has taken it since): its events meet no demand, so the other
-    /// partitions' consumers are not starved by events nobody asked for.
-    bool orphan = false;
-  };
-  struct PendingInfo {
-    std::uint64_t token;
-    std::size_t partitions_left;
-  };
-
-  /// dispatch's fast path: each partition's events are moved into a run of `stride` slots of one
-  /// scratch buffer, through a write cursor per partition (no capacity check per event, nothing
-  /// in the loop the compiler must reload). Taken while every partition has, or never had, a
-  /// subscriber and the runs fit in scatter_bytes.
-  static constexpr std::size_t scatter_bytes = std::size_t{1} << 20;
-
-  std::size_t scatter(std::span<Event> events, Outbox<Event>& out) {
-    // No partition receives more than min(events, waiting_) events: a run of that many each.
-    const auto stride = std::min(events.size(), static_cast<std::size_t>(waiting_));
-    Runs runs(scratch_.reserve(stride * nparts_), stride, cursors_);
-    Event** const cur = cursors_.data();
-    std::size_t taken = 0;
-    std::size_t none = 0;
-    // In chunks of at most waiting_ events (more than one only when the hash drops some): no
-    // check of the demand left per event.
-    while (taken < events.size() && waiting_ > 0) {
-      const auto end = taken + std::min(events.size() - taken, static_cast<std::size_t>(waiting_));
-      std::size_t dropped = 0;
-      for (std::size_t i = taken; i < end; ++i) {
-        const auto slot = hash(events[i]);
-        if (slot < 0) {
-          ++dropped;
-          continue;
-        }
-        ::new (cur[slot]) Event(std::move(events[i]));  // then counted: a throw leaves it out
-        ++cur[slot];
-      }
-      waiting_ -= static_cast<std::int64_t>(end - taken - dropped);
-      none += dropped;
-      taken = end;
-    }
-    if (none > 0) out.filtered(none);
-    for (std::size_t slot = 0; slot < nparts_; ++slot)
-      deliver(slot, runs.run(slot), out);
-    return taken;
-  }
-
-  /// The runs of scatter(): partition s's events are [base + s * stride, cursors[s]). Destroys
-  /// the events placed when it goes (also when a move throws half-way).
-  class Runs {
-   public:
-    Runs(Event* base, std::size_t stride, std::vector<Event*>& cursors)
-        : base_(base), stride_(stride), cursors_(cursors) {
-      for (std::size_t s = 0; s < cursors_.size(); ++s)
-        cursors_[s] = base_ + s * stride_;
-    }
-    Runs(const Runs&) = delete;
-    Runs& operator=(const Runs&) = delete;
-    ~Runs() {
-      if constexpr (!std::is_trivially_destructible_v<Event>)
-        for (std::size_t s = 0; s < cursors_.size(); ++s)
-          std::destroy(base_ + s * stride_, cursors_[s]);
-    }
-    std::span<Event> run(std::size_t slot) const {
-      return {base_ + slot * stride_, cursors_[slot]};
-    }
-
-   private:
-    Event* base_;
-    std::size_t stride_;
-    std::vector<Event*>& cursors_;
-  };
-
-  /// Uninitialised storage for events, reused from one dispatch to the next.
-  class RawBuffer {
-   public:
-    RawBuffer() = default;
-    RawBuffer(const RawBuffer&) = delete;
-    RawBuffer& operator=(const RawBuffer&) = delete;
-    ~RawBuffer() {
-      if (data_) std::allocator<Event>{}.deallocate(data_, capacity_);
-    }
-    Event* reserve(std::size_t n) {
-      if (n > capacity_) {
-        Event* fresh = std::allocator<Event>{}.allocate(n);
-        if (data_) std::allocator<Event>{}.deallocate(data_, capacity_);
-        data_ = fresh;
-        capacity_ = n;
-      }
-      return data_;
-    }
-
-   private:
-    Event* data_ = nullptr;
-    std::size_t capacity_ = 0;
-  };
-
-  std::size_t slot(const Partition& p) const {
-    if (p.is_index()) {
-      auto it = by_index_.find(p.index());
-      if (it != by_index_.end()) return it->second;
-    } else {
-      auto it = by_name_.find(p.name());
-      if (it != by_name_.end()) return it->second;
-    }
-    throw option_error("option partition must be one of " + partitions_.to_string() +
-                       ", got: " + p.to_string());
-  }
-
   std::size_t slot_of_subscription(const SubscriberInfo& s) const {
     if (!s.options.partition)
       throw option_error(
           "option partition is required when subscribing to a partition "
           "dispatcher (it has " +
           std::to_string(partitions_.size()) + " partitions: " + partitions_.to_string() + ")");
-    return slot(*s.options.partition);
+    return index_.slot(*s.options.partition);
   }
 
   /// The slot of the event's partition, or -1 if the hash drops it.
@@ -440,6 +351,9 @@ class PartitionDispatcher final : public Dispatcher<Event> {
     }
   }
 
+  /// The slot a hash's result names (an integer, a Partition or a name, or an optional of one:
+  /// empty is -1, the event is dropped); the common case, an index of partitions given as a
+  /// count, inline (PartitionIndex resolves the others).
   template <class R>
   std::ptrdiff_t resolve(R&& r) const {
     using T = std::remove_cvref_t<R>;
@@ -451,28 +365,17 @@ class PartitionDispatcher final : public Dispatcher<Event> {
       return resolve(*r);
     } else if constexpr (std::integral<T>) {
       const auto i = static_cast<std::int64_t>(r);
-      if (partitions_.dense()) {
-        if (i >= 0 && i < static_cast<std::int64_t>(nparts_)) return static_cast<std::ptrdiff_t>(i);
-      } else if (auto it = by_index_.find(i); it != by_index_.end()) {
-        return static_cast<std::ptrdiff_t>(it->second);
-      }
-      throw unknown(std::to_string(i));
+      if (!dense_) return index_.resolve_index(i);
+      // No call that returns on this path, so dense_ stays invariant in the dispatch loop and
+      // the compiler takes the test out of it.
+      if (i < 0 || i >= static_cast<std::int64_t>(nparts_)) index_.unknown_index(i);
+      return static_cast<std::ptrdiff_t>(i);
     } else {
       static_assert(std::is_constructible_v<Partition, R>,
                     "a partition hash must return the partition: an integer, a sluice::Partition, "
                     "a string name, or a std::optional of one of those (empty: drop the event)");
-      const Partition p(std::forward<R>(r));
-      try {
-        return static_cast<std::ptrdiff_t>(slot(p));
-      } catch (const option_error&) {
-        throw unknown(p.to_string());
-      }
+      return index_.resolve_partition(Partition(std::forward<R>(r)));
     }
-  }
-
-  std::runtime_error unknown(const std::string& what) const {
-    return std::runtime_error("partition dispatcher: the hash computed unknown partition " + what +
-                              " for an event (partitions: " + partitions_.to_string() + ")");
   }
 
   /// Back-pressure per partition (GenStage asks upstream for every ask, so the queue of a
@@ -565,12 +468,12 @@ class PartitionDispatcher final : public Dispatcher<Event> {
   Partitions partitions_;
   Hash hash_;
   PartitionDispatcherOptions options_;
-  std::unordered_map<std::int64_t, std::size_t> by_index_;
-  std::unordered_map<std::string, std::size_t> by_name_;
+  detail::PartitionIndex index_;
   std::vector<Part> parts_;
-  std::size_t nparts_ = 0;       // parts_.size(), kept where the hash's loop reads it
-  RawBuffer scratch_;            // scatter()'s runs (capacity reused)
-  std::vector<Event*> cursors_;  // scatter()'s write cursor per partition
+  std::size_t nparts_ = 0;            // parts_.size(), kept where the hash's loop reads it
+  bool dense_ = true;                 // partitions given as a count: index i is slot i
+  detail::RawBuffer<Event> scratch_;  // scatter()'s runs (capacity reused)
+  std::vector<Event*> cursors_;       // scatter()'s write cursor per partition
   std::map<SubscriberId, std::size_t> slot_of_;
   std::deque<PendingInfo> infos_;
   std::int64_t waiting_ = 0;   // upstream demand not yet used by dispatch
@@ -587,7 +490,7 @@ namespace sluice {
 /// the default hash (std::hash<Event>, mixed). Invalid options throw option_error here.
 template <class Event>
 auto partition_dispatcher(Partitions partitions, PartitionDispatcherOptions options = {}) {
-  PartitionDispatcher<Event> check(partitions, {}, options);
+  PartitionDispatcher<Event>::check(partitions, options);
   return [partitions, options]() -> std::unique_ptr<Dispatcher<Event>> {
     return std::make_unique<PartitionDispatcher<Event>>(partitions, DefaultPartitionHash{},
                                                         options);
@@ -600,7 +503,7 @@ template <class Event, class Hash>
 requires std::invocable<Hash&, Event&>
 auto partition_dispatcher(Partitions partitions, Hash hash,
                           PartitionDispatcherOptions options = {}) {
-  PartitionDispatcher<Event, Hash> check(partitions, hash, options);
+  PartitionDispatcher<Event, Hash>::check(partitions, options);
   return [partitions, hash, options]() -> std::unique_ptr<Dispatcher<Event>> {
     return std::make_unique<PartitionDispatcher<Event, Hash>>(partitions, hash, options);
   };

@@ -59,6 +59,92 @@ struct Diagnosis {
   }
 };
 
+namespace detail {
+
+inline std::string quoted(const std::string& name) {
+  return "'" + name + "'";
+}
+
+/// What a stage itself says: accumulate mode, a full buffer, demand it cannot meet.
+inline void diagnose_stage(const StageMetrics& s, std::vector<Finding>& out) {
+  auto num = [](auto v) { return std::to_string(v); };
+  const std::string who = "stage " + quoted(s.name);
+  if (s.accumulating) {
+    out.push_back({Finding::Kind::accumulating,
+                   s.name,
+                   {},
+                   who + " is in accumulate mode: it holds " + num(s.demand) + " demand and " +
+                       num(s.buffered) + " events until set_demand_mode(forward)"});
+    return;
+  }
+  if (s.buffer_capacity > 0 && s.buffered >= s.buffer_capacity)
+    out.push_back({Finding::Kind::full_buffer,
+                   s.name,
+                   {},
+                   who + " has a full buffer (" + num(s.buffered) + " of " +
+                       num(s.buffer_capacity) +
+                       " events): what it emits beyond demand is dropped (buffer_keep)"});
+  if (s.demand <= 0 || s.buffered != 0) return;
+  if (s.kind == StageKind::producer)
+    out.push_back({Finding::Kind::awaits_input,
+                   s.name,
+                   {},
+                   who + " has " + num(s.demand) +
+                       " demand it has not met: it waits for input from outside the graph (an "
+                       "external push, a message, a timer)"});
+  else
+    out.push_back({Finding::Kind::awaits_upstream,
+                   s.name,
+                   {},
+                   who + " has " + num(s.demand) +
+                       " demand from downstream and no input to meet it: it waits for its "
+                       "producers"});
+}
+
+/// What an edge says: events its consumer has not handled, events asked and not sent, or zero
+/// demand.
+inline void diagnose_edge(const EdgeMetrics& e,
+                          const std::unordered_map<std::string, const StageMetrics*>& by_name,
+                          std::vector<Finding>& out) {
+  auto num = [](auto v) { return std::to_string(v); };
+  auto finished = [&](const std::string& name) {
+    auto it = by_name.find(name);
+    return it != by_name.end() && it->second->finished;
+  };
+  if (finished(e.consumer)) return;
+  const std::string edge = "edge " + quoted(e.producer) + " -> " + quoted(e.consumer) + ": ";
+  const auto in_flight = e.sent >= e.received ? e.sent - e.received : 0;
+  const auto owed = e.asked > e.sent ? e.asked - e.sent : 0;
+  auto c = by_name.find(e.consumer);
+  const bool held_back = c != by_name.end() && c->second->kind == StageKind::producer_consumer &&
+                         c->second->demand <= 0;
+  if (in_flight > 0 && held_back) {
+    out.push_back({Finding::Kind::awaits_downstream, e.producer, e.consumer,
+                   edge + quoted(e.consumer) + " has " + num(in_flight) +
+                       " events it does not handle yet: none of its own consumers asks"});
+  } else if (in_flight > 0) {
+    out.push_back({Finding::Kind::consumer_busy, e.producer, e.consumer,
+                   edge + quoted(e.consumer) + " has " + num(in_flight) +
+                       " events it has not handled (slow, or blocked in a callback)"});
+  } else if (finished(e.producer)) {
+    return;  // the edge has ended; the consumer finishes when all its inputs have
+  } else if (owed > 0) {
+    out.push_back({Finding::Kind::owed, e.producer, e.consumer,
+                   edge + quoted(e.consumer) + " waits for " + num(owed) + " events it asked for"});
+  } else {
+    std::string held;
+    if (e.queued > 0) held = "; " + quoted(e.producer) + " queues " + num(e.queued) + " for it";
+    auto p = by_name.find(e.producer);
+    if (p != by_name.end() && p->second->buffered > 0 && e.queued == 0)
+      held = "; " + quoted(e.producer) + " holds " + num(p->second->buffered) + " events";
+    out.push_back({Finding::Kind::zero_demand, e.producer, e.consumer,
+                   edge + "zero demand: " + quoted(e.consumer) + " asks for nothing more" +
+                       (e.manual_demand ? " (manual demand: it must call ask)" : "") + held});
+  }
+}
+
+}  // namespace detail
+
 /// Reads a Metrics snapshot (Run::metrics) into findings; finished stages and edges whose
 /// consumer has finished are left out.
 inline Diagnosis diagnose(const Metrics& m) {
@@ -66,84 +152,10 @@ inline Diagnosis diagnose(const Metrics& m) {
   std::unordered_map<std::string, const StageMetrics*> by_name;
   for (auto& s : m.stages)
     by_name.emplace(s.name, &s);
-  auto num = [](auto v) { return std::to_string(v); };
-  auto quoted = [](const std::string& name) { return "'" + name + "'"; };
-
-  for (auto& s : m.stages) {
-    if (s.finished || s.kind == StageKind::consumer) continue;
-    const std::string who = "stage " + quoted(s.name);
-    if (s.accumulating) {
-      d.findings.push_back({Finding::Kind::accumulating,
-                            s.name,
-                            {},
-                            who + " is in accumulate mode: it holds " + num(s.demand) +
-                                " demand and " + num(s.buffered) +
-                                " events until set_demand_mode(forward)"});
-      continue;
-    }
-    if (s.buffer_capacity > 0 && s.buffered >= s.buffer_capacity)
-      d.findings.push_back({Finding::Kind::full_buffer,
-                            s.name,
-                            {},
-                            who + " has a full buffer (" + num(s.buffered) + " of " +
-                                num(s.buffer_capacity) +
-                                " events): what it emits beyond demand is dropped (buffer_keep)"});
-    if (s.demand > 0 && s.buffered == 0) {
-      if (s.kind == StageKind::producer)
-        d.findings.push_back({Finding::Kind::awaits_input,
-                              s.name,
-                              {},
-                              who + " has " + num(s.demand) +
-                                  " demand it has not met: it waits for input from outside the "
-                                  "graph (an external push, a message, a timer)"});
-      else
-        d.findings.push_back({Finding::Kind::awaits_upstream,
-                              s.name,
-                              {},
-                              who + " has " + num(s.demand) +
-                                  " demand from downstream and no input to meet it: it waits for "
-                                  "its producers"});
-    }
-  }
-
-  auto finished = [&](const std::string& name) {
-    auto it = by_name.find(name);
-    return it != by_name.end() && it->second->finished;
-  };
-  for (auto& e : m.edges) {
-    if (finished(e.consumer)) continue;
-    const std::string edge = "edge " + quoted(e.producer) + " -> " + quoted(e.consumer) + ": ";
-    const auto in_flight = e.sent >= e.received ? e.sent - e.received : 0;
-    const auto owed = e.asked > e.sent ? e.asked - e.sent : 0;
-    auto c = by_name.find(e.consumer);
-    const bool held_back = c != by_name.end() && c->second->kind == StageKind::producer_consumer &&
-                           c->second->demand <= 0;
-    if (in_flight > 0 && held_back) {
-      d.findings.push_back({Finding::Kind::awaits_downstream, e.producer, e.consumer,
-                            edge + quoted(e.consumer) + " has " + num(in_flight) +
-                                " events it does not handle yet: none of its own consumers asks"});
-    } else if (in_flight > 0) {
-      d.findings.push_back({Finding::Kind::consumer_busy, e.producer, e.consumer,
-                            edge + quoted(e.consumer) + " has " + num(in_flight) +
-                                " events it has not handled (slow, or blocked in a callback)"});
-    } else if (finished(e.producer)) {
-      continue;  // the edge has ended; the consumer finishes when all its inputs have
-    } else if (owed > 0) {
-      d.findings.push_back(
-          {Finding::Kind::owed, e.producer, e.consumer,
-           edge + quoted(e.consumer) + " waits for " + num(owed) + " events it asked for"});
-    } else {
-      std::string held;
-      if (e.queued > 0) held = "; " + quoted(e.producer) + " queues " + num(e.queued) + " for it";
-      auto p = by_name.find(e.producer);
-      if (p != by_name.end() && p->second->buffered > 0 && e.queued == 0)
-        held = "; " + quoted(e.producer) + " holds " + num(p->second->buffered) + " events";
-      d.findings.push_back({Finding::Kind::zero_demand, e.producer, e.consumer,
-                            edge + "zero demand: " + quoted(e.consumer) + " asks for nothing more" +
-                                (e.manual_demand ? " (manual demand: it must call ask)" : "") +
-                                held});
-    }
-  }
+  for (auto& s : m.stages)
+    if (!s.finished && s.kind != StageKind::consumer) detail::diagnose_stage(s, d.findings);
+  for (auto& e : m.edges)
+    detail::diagnose_edge(e, by_name, d.findings);
   return d;
 }
 

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <typeindex>
 #include <utility>
 #include <vector>
 
@@ -33,8 +34,6 @@ struct SubscriberInfo {
   SubscriptionOptions options;
   std::size_t instance = 0;  ///< the consumer's instance index
 };
-
-enum class LogLevel { info, warning, error };
 
 /// A handle to one immutable batch of events that several subscribers read without a copy
 /// (what a broadcast sends). Copying the handle shares the batch; the batch is destroyed when
@@ -127,9 +126,13 @@ class DispatcherBase {
   virtual void validate(const SubscriberInfo& subscriber) const {
     if (subscriber.options.partition)
       throw option_error("option partition: the " + name() + " dispatcher has no partitions");
-    if (subscriber.options.selector.has_value())
-      throw option_error("option selector: only a broadcast dispatcher selects events");
+    refuse_selector(subscriber);
   }
+  /// True if it reads SubscriptionOptions::selector (a broadcast): the engine then checks that
+  /// the selector is a Selector<Event> of its event type.
+  virtual bool selects() const { return false; }
+  /// The selector type for its events (Selector<Event>).
+  virtual std::type_index selector_type() const = 0;
   /// Checks the whole set of subscribers one producer instance will have when the run starts;
   /// returns every problem found (each a line naming the consumer and the option).
   /// `more_may_attach`: the producer is dynamic (ProducerOptions::dynamic), so consumers may
@@ -148,6 +151,13 @@ class DispatcherBase {
   virtual bool shares_events() const { return false; }
   /// A short name for logs and metrics.
   virtual std::string name() const = 0;
+
+ protected:
+  /// For validate(): a dispatcher that does not select refuses a selector.
+  void refuse_selector(const SubscriberInfo& subscriber) const {
+    if (subscriber.options.selector.has_value() && !selects())
+      throw option_error("option selector: only a broadcast dispatcher selects events");
+  }
 };
 
 /// A producer-side policy deciding which subscriber receives each event (GenStage's dispatcher
@@ -159,6 +169,7 @@ class DispatcherBase {
 template <class Event>
 class Dispatcher : public DispatcherBase {
  public:
+  std::type_index selector_type() const final { return typeid(Selector<Event>); }
   /// A subscriber joined. Returns upstream demand. May throw option_error to fail the
   /// producer, or subscription_refused to turn the subscriber down and keep going.
   virtual std::size_t subscribe(const SubscriberInfo& subscriber, Outbox<Event>& out) = 0;

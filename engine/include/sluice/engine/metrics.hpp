@@ -4,9 +4,9 @@
 #include <string>
 #include <vector>
 
-namespace sluice {
+#include <sluice/engine/options.hpp>
 
-enum class StageKind { producer, producer_consumer, consumer };
+namespace sluice {
 
 /// One stage instance, as last published by the thread running it (approximate while running,
 /// exact once the run has ended).

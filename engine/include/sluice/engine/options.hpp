@@ -2,13 +2,16 @@
 
 #include <any>
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <limits>
 #include <optional>
-#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
+
+#include <sluice/engine/errors.hpp>
 
 namespace sluice {
 
@@ -76,6 +79,12 @@ std::any selector(F predicate) {
   return Selector<Event>(std::move(predicate));
 }
 
+/// Where a stage stands in a graph (GenStage's three kinds).
+enum class StageKind { producer, producer_consumer, consumer };
+
+/// How loud a log line is (GenStage's Logger levels).
+enum class LogLevel { info, warning, error };
+
 /// Per-subscription options (GenStage's subscription options).
 struct SubscriptionOptions {
   std::int64_t max_demand = default_max_demand;           ///< most events in flight, >= 1
@@ -102,39 +111,22 @@ struct ProducerOptions {
   bool dynamic = false;
 };
 
-/// An invalid option or topology, found before anything runs. The message names the stage and
-/// the option.
-class option_error : public std::invalid_argument {
- public:
-  using std::invalid_argument::invalid_argument;
-};
-
-/// A stage failed while running: a callback threw, or it broke the protocol. what() names the
-/// stage.
-class stage_error : public std::runtime_error {
- public:
-  stage_error(std::string stage, const std::string& message)
-      : std::runtime_error("stage '" + stage + "': " + message), stage_(std::move(stage)) {}
-  const std::string& stage() const noexcept { return stage_; }
-
- private:
-  std::string stage_;
-};
-
-/// Why a subscription or a stage ended.
-struct Reason {
-  /// `refused`: the producer's dispatcher turned the subscription down (GenStage's
-  /// :already_subscribed); it never stops the consumer, whatever its cancel mode.
-  enum class Kind : std::uint8_t { normal, shutdown, error, refused };
-  Kind kind = Kind::normal;
-  std::string message;
-
-  static Reason normal() { return {}; }
-  static Reason shutdown() { return {Kind::shutdown, "shutdown"}; }
-  static Reason error(std::string m) { return {Kind::error, std::move(m)}; }
-  static Reason refused(std::string m) { return {Kind::refused, std::move(m)}; }
-  bool is_normal() const noexcept { return kind == Kind::normal; }
-  bool is_error() const noexcept { return kind == Kind::error; }
+/// How a run executes.
+struct RunOptions {
+  /// Threads of the run's oneTBB arena; 0 means oneTBB's default (the cores this process may
+  /// use).
+  int concurrency = 0;
+  /// Run a cell made runnable by the current one next, on the same thread (no new task).
+  bool direct_handoff = true;
+  /// Messages a cell handles before it yields to others.
+  std::size_t quantum = 64;
+  /// End the whole run at the first stage failure (otherwise only cancel modes propagate it).
+  bool fail_fast = true;
+  /// Deterministic mode for tests: nothing runs until Run::run_until_idle() is called, and then
+  /// everything runs on the calling thread in scheduling order.
+  bool manual = false;
+  /// Where warnings and errors go (GenStage's log lines). Default: standard error.
+  std::function<void(LogLevel, std::string_view)> logger = {};
 };
 
 }  // namespace sluice

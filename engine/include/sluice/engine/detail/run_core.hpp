@@ -25,13 +25,24 @@ class CellBase;
 class CellTable {
  public:
   std::uint32_t next_index() const noexcept { return table_.next_index(); }
-  void reserve(std::size_t more) { table_.reserve(more); }
-  void add(std::unique_ptr<CellBase> cell) { table_.add(std::move(cell)); }
+  void reserve(std::size_t more) {
+    table_.reserve(more);
+    schedulable_.reserve(more);
+  }
+  /// Appends a cell (its number is next_index()). Writer only (the run's table mutex, or the
+  /// thread setting the run up).
+  template <class C>
+  void add(std::unique_ptr<C> cell) {
+    schedulable_.add(cell.get());  // a CellBase is a Schedulable: converted where it is complete
+    table_.add(std::move(cell));
+  }
   std::size_t size() const noexcept { return table_.size(); }
   CellBase& operator[](std::size_t i) const noexcept { return *table_[i]; }
+  Schedulable& schedulable(std::size_t i) const noexcept { return *schedulable_[i]; }
 
  private:
-  StableTable<std::unique_ptr<CellBase>> table_;  // destroyed in cell_base.hpp's context
+  StableTable<std::unique_ptr<CellBase>> table_;
+  StableTable<Schedulable*> schedulable_;  // the same cells, as the executor sees them
 };
 
 /// State shared by every cell of one run.
@@ -61,8 +72,12 @@ class RunCore {
   }
 
   CellTable& cells() noexcept { return cells_; }
-  inline void notify(std::uint32_t cell);
-  inline void notify_all();
+  /// Schedules cell `cell` unless it is already (engine/DESIGN.md 1, step 1). Any thread.
+  void notify(std::uint32_t cell) { cells_.schedulable(cell).notify(executor_); }
+  void notify_all() {
+    for (std::size_t i = 0, n = cells_.size(); i < n; ++i)
+      cells_.schedulable(i).notify(executor_);
+  }
 
   void start() {
     started_ = true;

@@ -42,11 +42,9 @@ struct NoSide {
 /// thread that runs the cell (Schedulable guarantees it); the shared state is in the edges.
 template <class In, class Out, class Handler>
 class Cell final : public CellBase,
-                   public std::conditional_t<std::is_void_v<In>, NoSide<0>, InPort<In>>,
-                   public std::conditional_t<std::is_void_v<Out>, NoSide<1>, OutPort<Out>>,
-                   public std::conditional_t<std::is_void_v<In>, NoSide<2>,
+                   public std::conditional_t<std::is_void_v<In>, NoSide<0>,
                                              ConsumerSide<Cell<In, Out, Handler>, In>>,
-                   public std::conditional_t<std::is_void_v<Out>, NoSide<3>,
+                   public std::conditional_t<std::is_void_v<Out>, NoSide<1>,
                                              ProducerSide<Cell<In, Out, Handler>, Out>> {
  public:
   using handler_type = Handler;
@@ -66,15 +64,15 @@ class Cell final : public CellBase,
         buffer_capacity_ = static_cast<std::uint64_t>(size);
   }
 
-  // ---- wiring, before the run starts (InPort, OutPort) -----------------------------------------
+  // ---- wiring, before the run starts (the sides' InPort and OutPort) --------------------------
 
-  void add_subscription(Edge<EventOf<In>>* edge, std::string producer,
-                        const SubscriptionOptions& o) {
-    if constexpr (has_in) this->in_.add(edge, std::move(producer), o);
+  void* in_port() noexcept override {
+    if constexpr (has_in) return static_cast<InPort<In>*>(this);
+    return nullptr;
   }
-  void add_subscriber(Edge<EventOf<Out>>* edge, std::string consumer, const SubscriptionOptions& o,
-                      std::size_t consumer_instance) {
-    if constexpr (has_out) this->out_.add(edge, std::move(consumer), o, consumer_instance);
+  void* out_port() noexcept override {
+    if constexpr (has_out) return static_cast<OutPort<Out>*>(this);
+    return nullptr;
   }
 
   // ---- CellControl: what a callback asks through its Context -----------------------------------
@@ -145,7 +143,7 @@ class Cell final : public CellBase,
   friend ConsumerSide<Cell, In>;
   friend ProducerSide<Cell, Out>;
   using ProducerSideOrNot =
-      std::conditional_t<std::is_void_v<Out>, NoSide<3>, ProducerSide<Cell, Out>>;
+      std::conditional_t<std::is_void_v<Out>, NoSide<1>, ProducerSide<Cell, Out>>;
 
   static constexpr StageKind kind_of() noexcept {
     return !has_in ? StageKind::producer

@@ -11,10 +11,10 @@
 #include <sluice/engine/context.hpp>
 #include <sluice/engine/detail/edge.hpp>
 #include <sluice/engine/detail/executor.hpp>
-#include <sluice/engine/detail/mpmc_queue.hpp>
 #include <sluice/engine/detail/owned_counter.hpp>
 #include <sluice/engine/detail/run_core.hpp>
 #include <sluice/engine/metrics.hpp>
+#include <sluice/engine/mpmc_queue.hpp>
 
 namespace sluice::detail {
 
@@ -84,6 +84,11 @@ class CellBase : public Schedulable, public CellControl {
   CellBase(RunCore& run, std::string name, std::size_t instance, std::uint32_t index,
            StageKind kind)
       : run_(run), name_(std::move(name)), instance_(instance), index_(index), kind_(kind) {}
+
+  /// Its typed wiring ports (InPort<In>*, OutPort<Out>*) as void*, null for the side it does
+  /// not have; wiring.hpp casts them back for the plan's event type, which validation checked.
+  virtual void* in_port() noexcept = 0;
+  virtual void* out_port() noexcept = 0;
 
   std::string_view name() const noexcept override { return name_; }
   std::size_t instance() const noexcept override { return instance_; }
@@ -209,13 +214,5 @@ class CellBase : public Schedulable, public CellControl {
   MpmcQueue<ExternalCommand> external_{8};
   std::shared_ptr<WakeTarget> wake_target_;  // made by the owner thread, read at the run's end
 };
-
-inline void RunCore::notify(std::uint32_t cell) {
-  cells_[cell].notify(executor_);
-}
-inline void RunCore::notify_all() {
-  for (std::size_t i = 0, n = cells_.size(); i < n; ++i)
-    cells_[i].notify(executor_);
-}
 
 }  // namespace sluice::detail

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include <sluice/engine/context.hpp>
+#include <sluice/engine/detail/cell/cell_base.hpp>
 #include <sluice/engine/detail/cell/inbound.hpp>
 #include <sluice/engine/detail/edge.hpp>
 #include <sluice/engine/handler.hpp>
@@ -22,7 +23,13 @@ namespace sluice::detail {
 /// (engine/DESIGN.md 6). A mixin over the cell `C` (CRTP): the cell calls the handler and
 /// settles; the Inbound part keeps the state.
 template <class C, class In>
-class ConsumerSide {
+class ConsumerSide : public InPort<In> {
+ public:
+  void add_subscription(Edge<In>* edge, std::string producer,
+                        const SubscriptionOptions& options) override {
+    in_.add(edge, std::move(producer), options);
+  }
+
  protected:
   Inbound<In> in_;
 

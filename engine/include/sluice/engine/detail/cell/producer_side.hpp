@@ -27,7 +27,13 @@ namespace sluice::detail {
 /// buffered. A mixin over the cell `C` (CRTP): the cell calls the handler and settles; the
 /// Output part keeps the state and moves the events.
 template <class C, class Out>
-class ProducerSide {
+class ProducerSide : public OutPort<Out> {
+ public:
+  void add_subscriber(Edge<Out>* edge, std::string consumer, const SubscriptionOptions& options,
+                      std::size_t consumer_instance) override {
+    out_.add(edge, std::move(consumer), options, consumer_instance);
+  }
+
  protected:
   ProducerSide(const std::string& stage, const ProducerOptions& o, bool producer_consumer,
                std::unique_ptr<Dispatcher<Out>> dispatcher)

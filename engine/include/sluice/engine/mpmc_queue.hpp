@@ -12,14 +12,14 @@
 #include <concurrentqueue.h>
 #endif
 
-namespace sluice::detail {
+namespace sluice {
 
 using MpmcProducerToken = moodycamel::ProducerToken;
 
-/// Lock-free multi-producer queue. Used where threads outside the engine meet it: control
-/// messages to a cell (infos, demand-mode changes), a push source's input and a stream's output
+/// Lock-free multi-producer queue (moodycamel's). Used where threads outside the engine meet it:
+/// commands to a cell (infos, demand-mode changes), a push source's input and a stream's output
 /// (the application's edges); never between two cells.
 template <class T>
 using MpmcQueue = moodycamel::ConcurrentQueue<T>;
 
-}  // namespace sluice::detail
+}  // namespace sluice

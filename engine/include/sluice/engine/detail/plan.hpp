@@ -1,0 +1,155 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <typeindex>
+#include <utility>
+#include <vector>
+
+#include <sluice/engine/detail/assert.hpp>
+#include <sluice/engine/detail/cell/cell.hpp>
+#include <sluice/engine/detail/edge.hpp>
+#include <sluice/engine/detail/names.hpp>
+#include <sluice/engine/detail/run_core.hpp>
+#include <sluice/engine/dispatcher.hpp>
+#include <sluice/engine/handler.hpp>
+#include <sluice/engine/metrics.hpp>
+#include <sluice/engine/options.hpp>
+
+/// The plan: what a graph is before it runs, as plain data. The builder (sluice::Graph) and the
+/// engine API (sluice::Engine) write it; one validator (validate.hpp) checks it; one wiring path
+/// (wiring.hpp) turns it into cells and edges when a run starts, and Run::attach adds to it.
+/// Each stage's types are erased once, in its CellFactory; each subscription's in its
+/// EdgeFactory.
+namespace sluice {
+
+/// Makes the dispatcher of one producer instance (each instance has its own).
+template <class Event>
+using DispatcherFactory = std::function<std::unique_ptr<Dispatcher<Event>>()>;
+
+namespace detail {
+
+struct StagePlan;
+
+/// Makes the cells of one stage into a run: it knows the stage's handler and event types.
+class CellFactory {
+ public:
+  virtual ~CellFactory() = default;
+  /// One cell per instance; `first` is the table number the first one will have.
+  virtual std::vector<std::unique_ptr<CellBase>> make(RunCore& core, const StagePlan& stage,
+                                                      std::uint32_t first) const = 0;
+};
+
+/// One declared stage.
+struct StagePlan {
+  std::string name;
+  StageKind kind = StageKind::producer;
+  std::size_t instances = 1;
+  ProducerOptions producer;  // producers and producer_consumers
+  std::type_index in = typeid(void), out = typeid(void);
+  bool consumes_const = false;  // handle_events takes std::span<const In> (broadcasts need it)
+  /// Makes each instance's dispatcher: a Dispatcher<Out> (set_dispatcher keeps it so); empty
+  /// for a consumer.
+  std::function<std::unique_ptr<DispatcherBase>()> make_dispatcher;
+  /// The dispatcher as validation sees it (one instance, never run); null for a consumer, or
+  /// when its factory failed.
+  std::shared_ptr<const DispatcherBase> dispatcher;
+  std::shared_ptr<const CellFactory> cells;
+};
+
+/// Gives `stage` (whose events are `Event`s) the dispatchers `factory` makes, and makes the one
+/// validation asks. Returns what went wrong, if anything: "" when it worked; the factory's
+/// option_error; a missing or null factory.
+template <class Event>
+std::string set_dispatcher(StagePlan& stage, DispatcherFactory<Event> factory) {
+  stage.dispatcher = nullptr;
+  stage.make_dispatcher = nullptr;
+  if (!factory) return "option dispatcher: none given";
+  try {
+    stage.dispatcher = factory();
+  } catch (const option_error& e) {
+    return e.what();
+  }
+  if (!stage.dispatcher) return "the dispatcher factory returned null";
+  stage.make_dispatcher = [f = std::move(factory)]() -> std::unique_ptr<DispatcherBase> {
+    return f();
+  };
+  return {};
+}
+
+/// The edges of one subscription, typed by its event: made and connected by wiring.hpp.
+class EdgeFactory;
+
+/// One declared subscription: every instance of `consumer` to every instance of `producer`.
+struct SubscriptionPlan {
+  std::size_t producer = 0, consumer = 0;
+  SubscriptionOptions options;
+  std::type_index event = typeid(void);
+  std::shared_ptr<const EdgeFactory> edges;
+};
+
+struct Plan {
+  std::vector<StagePlan> stages;
+  std::vector<SubscriptionPlan> subscriptions;
+};
+
+/// The options of the edges of consumer instance `i`: with a partition dispatcher, instance i
+/// takes the i-th partition unless the subscription names one.
+inline SubscriptionOptions edge_options(const SubscriptionOptions& o, const DispatcherBase& d,
+                                        std::size_t consumer_instance) {
+  SubscriptionOptions eo = o;
+  if (!eo.partition) eo.partition = d.default_partition(consumer_instance);
+  return eo;
+}
+
+template <class In, class Out, class Handler>
+class HandlerCells final : public CellFactory {
+ public:
+  explicit HandlerCells(Handler handler) : handler_(std::move(handler)) {}
+  std::vector<std::unique_ptr<CellBase>> make(RunCore& core, const StagePlan& stage,
+                                              std::uint32_t first) const override {
+    std::vector<std::unique_ptr<CellBase>> cells;
+    for (std::size_t i = 0; i < stage.instances; ++i) {
+      std::unique_ptr<Dispatcher<EventOf<Out>>> d;
+      if constexpr (!std::is_void_v<Out>) {
+        auto made = stage.make_dispatcher();
+        SLUICE_ASSERT(made && made->selector_type() == typeid(Selector<Out>),
+                      "set_dispatcher made it a Dispatcher<Out>");
+        d.reset(static_cast<Dispatcher<Out>*>(made.release()));
+      }
+      cells.push_back(std::make_unique<Cell<In, Out, Handler>>(
+          core, instance_name(stage.name, stage.instances, i), i,
+          static_cast<std::uint32_t>(first + i), handler_, stage.producer, std::move(d)));
+    }
+    return cells;
+  }
+
+ private:
+  Handler handler_;
+};
+
+/// A stage's plan for `handler` (its types checked by the caller). A producer's dispatcher
+/// factory is called once here, for validation's instance: what went wrong with it, if
+/// anything, is left in `said` (set_dispatcher).
+template <class In, class Out, class Handler>
+StagePlan make_stage_plan(std::string name, StageKind kind, std::size_t instances,
+                          ProducerOptions producer, Handler handler,
+                          DispatcherFactory<EventOf<Out>> dispatcher, std::string& said) {
+  StagePlan s;
+  s.name = std::move(name);
+  s.kind = kind;
+  s.instances = instances;
+  s.producer = producer;
+  s.in = typeid(In);
+  s.out = typeid(Out);
+  if constexpr (!std::is_void_v<In>) s.consumes_const = handler::ConsumesConst<Handler, In, Out>;
+  if constexpr (!std::is_void_v<Out>) said = set_dispatcher<Out>(s, std::move(dispatcher));
+  s.cells = std::make_shared<HandlerCells<In, Out, Handler>>(std::move(handler));
+  return s;
+}
+
+}  // namespace detail
+}  // namespace sluice

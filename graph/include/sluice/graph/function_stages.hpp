@@ -1,0 +1,88 @@
+#pragma once
+
+#include <atomic>
+#include <concepts>
+#include <memory>
+#include <optional>
+#include <span>
+#include <utility>
+
+#include <sluice/engine/context.hpp>
+#include <sluice/engine/each.hpp>
+
+/// The handlers behind the builder's function stages (map, filter, flat_map, for_each, collect).
+namespace sluice::detail {
+
+// Function stages read their input through either span: their own events (moved from) or a
+// broadcast's shared batch (read only).
+template <class In, class Out, class F>
+struct MapStage {
+  F f;
+  void handle_events(std::span<In> in, Context<Out>& ctx) {
+    auto it = in.begin();
+    ctx.emit_generated(in.size(), [&] { return std::optional<Out>(f(std::move(*it++))); });
+  }
+  void handle_events(std::span<const In> in,
+                     Context<Out>& ctx) requires std::invocable<F&, const In&> {
+    auto it = in.begin();
+    ctx.emit_generated(in.size(), [&] { return std::optional<Out>(f(*it++)); });
+  }
+};
+
+template <class In, class F>
+struct FilterStage {
+  F keep;
+  void handle_events(std::span<In> in, Context<In>& ctx) { ctx.emit_kept(in, keep); }
+  void handle_events(std::span<const In> in,
+                     Context<In>& ctx) requires std::copy_constructible<In> {
+    ctx.emit_kept(in, keep);
+  }
+};
+
+template <class In, class Out, class F>
+struct FlatMapStage {
+  F f;
+  void handle_events(std::span<In> in, Context<Out>& ctx) {
+    for (auto& e : in)
+      ctx.emit_all(f(std::move(e)));
+  }
+  void handle_events(std::span<const In> in,
+                     Context<Out>& ctx) requires std::invocable<F&, const In&> {
+    for (auto& e : in)
+      ctx.emit_all(f(e));
+  }
+};
+
+/// The sink behind Stage::collect: appends to the application's container. Its run's claim on
+/// the container is given back when it stops (release: the next run that claims it sees every
+/// append).
+template <class In, class Container>
+struct CollectSink {
+  Container* out;
+  std::shared_ptr<std::atomic<bool>> claim;
+  void handle_events(std::span<In> in, Context<void>&) {
+    for (auto& e : in)
+      out->push_back(std::move(e));
+  }
+  void handle_events(std::span<const In> in, Context<void>&) requires std::copy_constructible<In> {
+    for (auto& e : in)
+      out->push_back(e);
+  }
+  void handle_terminate(const Reason&) { claim->store(false); }
+};
+
+/// The handlers of the function stages: they never call ctx.ask (manual demand is refused).
+template <class Handler>
+inline constexpr bool is_function_stage = false;
+template <class In, class F>
+inline constexpr bool is_function_stage<EachHandler<In, F>> = true;
+template <class In, class Out, class F>
+inline constexpr bool is_function_stage<MapStage<In, Out, F>> = true;
+template <class In, class F>
+inline constexpr bool is_function_stage<FilterStage<In, F>> = true;
+template <class In, class C>
+inline constexpr bool is_function_stage<CollectSink<In, C>> = true;
+template <class In, class Out, class F>
+inline constexpr bool is_function_stage<FlatMapStage<In, Out, F>> = true;
+
+}  // namespace sluice::detail

@@ -1,0 +1,38 @@
+#pragma once
+
+#include <any>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include <sluice/engine/options.hpp>
+
+namespace sluice {
+
+/// Options of one declared stage: how many instances, its producer side (buffer, demand mode)
+/// and its input subscription(s) (GenStage's subscription options).
+struct StageOptions {
+  std::size_t instances = 1;
+  // ---- input subscription ----
+  std::int64_t max_demand = default_max_demand;
+  std::optional<std::int64_t> min_demand = std::nullopt;
+  CancelMode cancel = CancelMode::permanent;
+  std::optional<Partition> partition = std::nullopt;  ///< default: instance i takes partition i
+  DemandControl demand = DemandControl::automatic;
+  std::any selector = {};  ///< broadcast only: sluice::selector<T>(predicate)
+  // ---- output (producers, producer_consumers) ----
+  std::optional<std::int64_t> buffer_size = std::nullopt;
+  BufferKeep buffer_keep = BufferKeep::last;
+  DemandMode demand_mode = DemandMode::forward;  ///< producers only
+  /// Consumers may attach while it runs (Run::attach) and leave (Run::detach): it needs no
+  /// subscriber when the run starts and keeps running when its last one leaves, until
+  /// Run::drain or Run::cancel.
+  bool dynamic = false;
+
+  SubscriptionOptions subscription() const {
+    return {max_demand, min_demand, cancel, partition, demand, selector};
+  }
+  ProducerOptions producer() const { return {buffer_size, buffer_keep, demand_mode, dynamic}; }
+};
+
+}  // namespace sluice

@@ -1,0 +1,225 @@
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <ranges>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include <sluice/dispatchers/broadcast.hpp>
+#include <sluice/dispatchers/partition.hpp>
+#include <sluice/engine/options.hpp>
+#include <sluice/graph/detail/declare.hpp>
+#include <sluice/graph/detail/graph_data.hpp>
+#include <sluice/graph/function_stages.hpp>
+#include <sluice/graph/options.hpp>
+#include <sluice/graph/pull_stream.hpp>
+
+namespace sluice {
+
+class Graph;
+
+/// A declared stage: consumes `In` (void for a source), emits `Out` (void for a sink). Chain the
+/// next stage from it; connecting a stage that takes another type does not compile.
+template <class In, class Out>
+class Stage {
+ public:
+  using input_type = In;
+  using output_type = Out;
+
+  /// `f(Out) -> R` for each event (R may be Out).
+  template <class F>
+  requires(!std::is_void_v<Out>) auto map(std::string name, F f, StageOptions options = {}) {
+    using R = std::remove_cvref_t<std::invoke_result_t<F&, Out&&>>;
+    static_assert(!std::is_void_v<R>, "map: the function must return the new event");
+    return chain<R>(std::move(name), StageKind::producer_consumer, "map",
+                    detail::MapStage<Out, R, F>{std::move(f)}, std::move(options));
+  }
+
+  /// Keeps the events `keep(const Out&)` returns true for.
+  template <class F>
+  // (Spelled so that it stays well-formed for Out = void: clang 14 substitutes into it when a
+  // sink's Stage<T, void> is instantiated.)
+  requires(!std::is_void_v<Out>) &&
+      std::predicate<F&, const std::conditional_t<std::is_void_v<Out>, int, Out>&> Stage<
+          Out, Out> filter(std::string name, F keep, StageOptions options = {}) {
+    return chain<Out>(std::move(name), StageKind::producer_consumer, "filter",
+                      detail::FilterStage<Out, F>{std::move(keep)}, std::move(options));
+  }
+
+  /// `f(Out) -> range`: emits every element of the returned range.
+  template <class F>
+  requires(!std::is_void_v<Out>) auto flat_map(std::string name, F f, StageOptions options = {}) {
+    using Range = std::invoke_result_t<F&, Out&&>;
+    using R = std::remove_cvref_t<std::ranges::range_value_t<Range>>;
+    return chain<R>(std::move(name), StageKind::producer_consumer, "flat_map",
+                    detail::FlatMapStage<Out, R, F>{std::move(f)}, std::move(options));
+  }
+
+  /// A producer_consumer written as a class: `handle_events(std::span<Out>, Context<Next>&)`
+  /// and optionally GenStage's other callbacks.
+  template <class Next, class Handler>
+  requires(!std::is_void_v<Out>) Stage<Out, Next> then(std::string name, Handler handler,
+                                                       StageOptions options = {}) {
+    return chain<Next>(std::move(name), StageKind::producer_consumer, "class", std::move(handler),
+                       std::move(options));
+  }
+
+  /// A sink calling `f(event)` for each event.
+  template <class F>
+  requires(!std::is_void_v<Out>) Stage<Out, void> for_each(std::string name, F f,
+                                                           StageOptions options = {}) {
+    return chain<void>(std::move(name), StageKind::consumer, "for_each",
+                       EachHandler<Out, F>{std::move(f)}, std::move(options));
+  }
+
+  /// A sink appending every event to `out` (one instance; `out` must outlive the runs).
+  template <class Container>
+  requires(!std::is_void_v<Out>) Stage<Out, void> collect(std::string name, Container& out,
+                                                          StageOptions options = {}) {
+    detail::Claim claim;
+    claim.why = "stage '" + name +
+                "' collects into one container, so its graph runs one run at a time, and the "
+                "last run's collect has not finished (wait for it first)";
+    auto s =
+        chain<void>(std::move(name), StageKind::consumer, "collect",
+                    detail::CollectSink<Out, Container>{&out, claim.taken}, std::move(options));
+    graph_->claims.push_back(std::move(claim));
+    auto& node = s.node();
+    if (node.options.instances != 1)
+      node.problem("instances", "stage '" + node.stage.name +
+                                    "': option instances must be 1 for collect (one container), "
+                                    "got: " +
+                                    std::to_string(node.options.instances));
+    return s;
+  }
+
+  /// A sink the application reads from: `for (auto& e : stage.stream("out"))` after run().
+  /// At most `capacity` events wait for the reader; the reader's pace is the graph's demand.
+  /// On a stage with several instances, `capacity` is shared between them (each subscription
+  /// keeps its own order). The graph then runs once (CompiledGraph::run). `capacity` is 1 to
+  /// 2^30, and at least this stage's instances (compile() reports any other).
+  PullStream<Out> stream(std::string name,
+                         std::int64_t capacity = 1000) requires(!std::is_void_v<Out>) {
+    // An invalid capacity is reported by compile(); the state is made with a valid one.
+    const auto& producer = node();
+    const auto problem = detail::stream_capacity_problem(name, capacity, producer.stage.name,
+                                                         producer.stage.instances);
+    const auto usable = problem ? std::int64_t{1} : capacity;
+    auto state = std::make_shared<detail::StreamState<Out>>(usable);
+    StageOptions o;
+    o.max_demand = usable;
+    o.demand = DemandControl::manual;
+    auto keeper = std::make_shared<const detail::Ender<detail::StreamState<Out>>>(state);
+    auto s = chain<void>(std::move(name), StageKind::consumer, "stream",
+                         detail::StreamSink<Out>{state, std::move(keeper)}, std::move(o));
+    auto& node = s.node();
+    if (problem) node.problem("capacity", *problem);
+    graph_->claims.push_back({"stage '" + node.stage.name +
+                              "' is a stream, read by one reader, so its graph runs once, and a "
+                              "run of it has already started (declare the graph again for "
+                              "another run)"});
+    return PullStream<Out>(state);
+  }
+
+  /// A sink written as a class: `handle_events(std::span<Out>, Context<void>&)`.
+  template <class Handler>
+  requires(!std::is_void_v<Out>) Stage<Out, void> to(std::string name, Handler handler,
+                                                     StageOptions options = {}) {
+    return chain<void>(std::move(name), StageKind::consumer, "class", std::move(handler),
+                       std::move(options));
+  }
+
+  /// This stage's events go to every stage chained from it, at the pace of the slowest
+  /// (BroadcastDispatcher; a subscription may select events with StageOptions::selector).
+  Stage& broadcast() requires(!std::is_void_v<Out>) {
+    detail::use_dispatcher<Out>(*graph_, id_, "broadcast",
+                                [] { return broadcast_dispatcher<Out>(); });
+    return *this;
+  }
+
+  /// This stage's events are split by `hash(Out&)` into `partitions` (PartitionDispatcher); the
+  /// stage chained from it takes partition i in its instance i.
+  /// Invalid dispatcher options (no partition, a partition listed twice, named partitions
+  /// without a hash, queue_size < 1) are reported by compile(), naming the stage.
+  template <class Hash>
+  requires(!std::is_void_v<Out>) Stage& partition(Partitions partitions, Hash hash,
+                                                  PartitionDispatcherOptions options = {}) {
+    detail::use_dispatcher<Out>(*graph_, id_, "partition", [&] {
+      return partition_dispatcher<Out>(std::move(partitions), std::move(hash), options);
+    });
+    return *this;
+  }
+  /// Same, with the default hash (std::hash<Out>).
+  Stage& partition(Partitions partitions,
+                   PartitionDispatcherOptions options = {}) requires(!std::is_void_v<Out>) {
+    detail::use_dispatcher<Out>(*graph_, id_, "partition", [&] {
+      return partition_dispatcher<Out>(std::move(partitions), options);
+    });
+    return *this;
+  }
+
+  /// Fan-in: this stage also consumes `producer`'s events. Only the subscription fields of
+  /// `options` apply (compile() reports the stage's own ones, and a producer of another graph).
+  template <class PIn, class POut>
+  Stage& subscribe(const Stage<PIn, POut>& producer, StageOptions options = {}) {
+    static_assert(!std::is_void_v<In>, "a source cannot subscribe to another stage");
+    static_assert(!std::is_void_v<POut>, "the stage subscribed to is a sink: it emits nothing");
+    static_assert(std::is_same_v<POut, In>,
+                  "event types differ: this stage's input type must be the producer's output "
+                  "type");
+    auto& n = node();
+    const std::string where =
+        "stage '" + n.stage.name + "' subscribing to '" + producer.name() + "': ";
+    if (producer.graph_ != graph_) {  // its id means another stage here, or none
+      n.problem("", where + "'" + producer.name() + "' belongs to another graph");
+      return *this;
+    }
+    // The options of the stage itself are set where it is declared.
+    auto not_here = [&](const char* option) {
+      n.problem(option, where + "option " + option +
+                            ": not a subscription option (set it where the stage is declared)");
+    };
+    if (options.instances != 1) not_here("instances");
+    if (options.buffer_size) not_here("buffer_size");
+    if (options.buffer_keep != BufferKeep::last) not_here("buffer_keep");
+    if (options.demand_mode != DemandMode::forward) not_here("demand_mode");
+    if (options.dynamic) not_here("dynamic");
+    if (n.function_handler && options.demand == DemandControl::manual)
+      n.problem("demand", where + function_cannot_ask(n.stage.kind, n.what));
+    detail::link<In>(*graph_, producer.id(), id_, options.subscription());
+    return *this;
+  }
+
+  std::size_t id() const noexcept { return id_; }
+  const std::string& name() const { return node().stage.name; }
+  /// The graph that declared it: a Run of another graph refuses it.
+  std::uint64_t owner() const noexcept { return graph_->owner; }
+
+ private:
+  friend class Graph;
+  template <class I, class O>
+  friend class Stage;
+
+  Stage(std::shared_ptr<detail::GraphData> g, std::size_t id) : graph_(std::move(g)), id_(id) {}
+
+  template <class Next, class Handler>
+  Stage<Out, Next> chain(std::string name, StageKind kind, std::string what, Handler handler,
+                         StageOptions options) {
+    const auto sub = options.subscription();
+    const auto id = detail::add_stage<Out, Next>(*graph_, std::move(name), kind, std::move(what),
+                                                 std::move(handler), std::move(options));
+    detail::link<Out>(*graph_, id_, id, sub);
+    return Stage<Out, Next>(graph_, id);
+  }
+
+  detail::GraphNode& node() const { return graph_->nodes[id_]; }
+
+  std::shared_ptr<detail::GraphData> graph_;
+  std::size_t id_;
+};
+
+}  // namespace sluice
