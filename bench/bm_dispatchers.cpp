@@ -1,8 +1,8 @@
 // bench_dispatchers: the demand, broadcast and partition dispatchers against oneTBB flow graph
 // equivalents in the same binary.
 //
-// Compare ratios within one run, never absolute figures across runs (/work/shared/ANCHORS.md):
-// the machines are shared and noisy. For example (one line):
+// Compare ratios within one run, never absolute figures across runs (as ANCHORS.md, the
+// project's reference figures, warns): the machines are shared and noisy. For example (one line):
 //   bench_dispatchers --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 //                     --benchmark_min_time=0.2 --benchmark_enable_random_interleaving=true
 //

@@ -1,8 +1,8 @@
 // bench_engine: the engine's event path against hand-written baselines in the same binary, and
 // the CPU an idle graph burns.
 //
-// Compare ratios within one run, never absolute figures across runs (/work/shared/ANCHORS.md):
-// the machines are shared and noisy. For example (one line):
+// Compare ratios within one run, never absolute figures across runs (as ANCHORS.md, the
+// project's reference figures, warns): the machines are shared and noisy. For example (one line):
 //   bench_engine --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 //                --benchmark_min_time=0.2
 //

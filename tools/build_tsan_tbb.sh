@@ -2,9 +2,10 @@
 # tools/build_tsan_tbb.sh [PREFIX] - build oneTBB from Debian's own source package with
 # -fsanitize=thread, so ThreadSanitizer sees oneTBB's synchronisation (Debian's libtbb12 is not
 # instrumented and gives false reports on correct programs). Cached: does nothing if PREFIX
-# already holds it. Uses private apt dirs: no change to the system's apt configuration.
+# already holds it. PREFIX defaults to build/tbb-tsan in this checkout, where the tsan preset looks.
+# Uses private apt dirs: no change to the system's apt configuration.
 set -euo pipefail
-prefix=${1:-${SLUICE_TSAN_TBB_PREFIX:-$HOME/.cache/sluice/tbb-tsan}}
+prefix=${1:-${SLUICE_TSAN_TBB_PREFIX:-$(cd "$(dirname "$0")/.." && pwd)/build/tbb-tsan}}
 if [ -f "$prefix/lib/cmake/TBB/TBBConfig.cmake" ] || [ -f "$prefix/lib64/cmake/TBB/TBBConfig.cmake" ]; then
   echo "$prefix"
   exit 0
