@@ -13,6 +13,7 @@
 // batching is the engine's job.
 #include <algorithm>
 #include <any>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -27,6 +28,7 @@
 #include <benchmark/benchmark.h>
 
 #include "baselines.hpp"
+#include <support/stages.hpp>
 
 namespace {
 
@@ -38,15 +40,7 @@ constexpr std::int64_t stream_length = 20'000'000;
 // ---- the user's stages -------------------------------------------------------------------------
 
 /// Emits 0..limit-1 as demand arrives, then finishes.
-struct Counter {
-  Event next = 0;
-  Event limit = 0;
-  void handle_demand(std::size_t n, sluice::Context<Event>& ctx) {
-    for (std::size_t i = 0; i < n && next < limit; ++i)
-      ctx.emit(next++);
-    if (next == limit) ctx.finish();
-  }
-};
+using Counter = sluice_test::CountingSource<Event>;
 
 struct Triple {
   void handle_events(std::span<Event> in, sluice::Context<Event>& ctx) {
@@ -62,22 +56,12 @@ struct KeepEven {
   }
 };
 
-/// Adds what it receives to `*total` (the engine copies the handler, so the result lives outside).
-struct Sum {
-  Event* total;
-  void handle_events(std::span<Event> in, sluice::Context<void>&) {
-    Event s = 0;
-    for (auto v : in)
-      s += v;
-    *total += s;
-  }
-};
+/// Adds what it receives to `*total` when its input ends (the engine copies the handler, so the
+/// result lives outside).
+using Sum = sluice_test::SummingSink<Event>;
 
 /// Emits nothing; an info message finishes it.
-struct Silent {
-  void handle_demand(std::size_t, sluice::Context<Event>&) {}
-  void handle_info(std::any&, sluice::Context<Event>& ctx) { ctx.finish(); }
-};
+using Silent = sluice_test::IdleSource<Event>;
 
 // ---- expected results --------------------------------------------------------------------------
 
@@ -107,7 +91,7 @@ template <class Declare>
 void run_graphs(benchmark::State& state, Declare declare, Event expected,
                 sluice::RunOptions options) {
   for (auto _ : state) {
-    Event total = 0;
+    std::atomic<Event> total{0};
     try {
       sluice::Engine engine;
       declare(engine, total);
@@ -119,7 +103,7 @@ void run_graphs(benchmark::State& state, Declare declare, Event expected,
     }
     if (total != expected) {
       state.SkipWithError(
-          ("wrong sum: " + std::to_string(total) + ", expected " + std::to_string(expected))
+          ("wrong sum: " + std::to_string(total.load()) + ", expected " + std::to_string(expected))
               .c_str());
       break;
     }
@@ -186,7 +170,7 @@ BENCHMARK(BM_Moodycamel)->Apply(both_windows);
 void handoff(benchmark::State& state, bool direct_handoff) {
   const auto max_demand = state.range(0);
   run_graphs(state,
-             [max_demand](sluice::Engine& engine, Event& total) {
+             [max_demand](sluice::Engine& engine, std::atomic<Event>& total) {
                auto src = engine.producer<Event>("source", Counter{0, stream_length},
                                                  sluice::demand_dispatcher<Event>());
                auto sum = engine.consumer<Event>("sum", Sum{&total});
@@ -200,7 +184,7 @@ void handoff(benchmark::State& state, bool direct_handoff) {
 void pipeline4(benchmark::State& state, bool direct_handoff) {
   const auto max_demand = state.range(0);
   run_graphs(state,
-             [max_demand](sluice::Engine& engine, Event& total) {
+             [max_demand](sluice::Engine& engine, std::atomic<Event>& total) {
                auto src = engine.producer<Event>("source", Counter{0, stream_length},
                                                  sluice::demand_dispatcher<Event>());
                auto triple = engine.producer_consumer<Event, Event>(
@@ -254,7 +238,7 @@ void BM_IdleCpu(benchmark::State& state) {
   constexpr std::int64_t max_demand = sluice::default_max_demand;
   double percent = 0;
   for (auto _ : state) {
-    Event total = 0;
+    std::atomic<Event> total{0};
     try {
       sluice::Engine engine;
       auto src = engine.producer<Event>("silent", Silent{}, sluice::demand_dispatcher<Event>());

@@ -12,6 +12,7 @@
 
 #include "baselines.hpp"
 #include "tbb_baselines.hpp"
+#include <support/stages.hpp>
 
 namespace sluice_bench {
 namespace {
@@ -42,20 +43,9 @@ auto counter(I64 n) {
   });
 }
 
-/// A sink summing what it receives; adds its total to `out` when its input ends (so instances
+/// A sink summing what it receives; adds its total to `*total` when its input ends (so instances
 /// need no shared counter on the event path).
-struct Sum {
-  std::atomic<I64>* out;
-  I64 local = 0;
-  void handle_events(std::span<const I64> in, sluice::Context<void>&) {
-    for (auto e : in)
-      local += e;
-  }
-  void handle_cancel(const sluice::CancelInfo&, sluice::Context<void>&) {
-    out->fetch_add(local);
-    local = 0;
-  }
-};
+using Sum = sluice_test::SummingSink<I64>;
 
 sluice::StageOptions sink_options(const Params& p, std::size_t instances = 1) {
   return {.instances = instances, .max_demand = p.max_demand};

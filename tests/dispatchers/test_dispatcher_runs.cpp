@@ -14,20 +14,14 @@
 #include <doctest/doctest.h>
 
 #include "support/genstage.hpp"
+#include "support/stages.hpp"
 
 namespace {
 
 using Event = std::int64_t;
 
-struct Source {
-  Event next = 0;
-  Event limit = 0;
-  void handle_demand(std::size_t n, sluice::Context<Event>& c) {
-    for (std::size_t i = 0; i < n && next < limit; ++i)
-      c.emit(next++);
-    if (next == limit) c.finish();
-  }
-};
+using Source = sluice_test::CountingSource<Event>;
+using Sink = sluice_test::NullSink<Event>;
 
 /// Per consumer instance: count, sum, and whether the events arrived in increasing order.
 struct Seen {
@@ -226,9 +220,7 @@ TEST_CASE("broadcast: move-only events are shared, not copied") {
 }
 
 TEST_CASE("broadcast: a consumer that would modify shared events is refused at subscribe") {
-  struct Mutating {
-    void handle_events(std::span<Event>, sluice::Context<void>&) {}
-  };
+  using Mutating = sluice_test::NullSink<Event>;
   sluice::Engine e;
   auto src = e.producer<Event>("source", Source{0, 1}, sluice::broadcast_dispatcher<Event>());
   auto c = e.consumer<Event>("mutating", Mutating{});
@@ -382,9 +374,6 @@ TEST_CASE("partition: named partitions, explicit per subscription") {
 }
 
 TEST_CASE("partition: the hash's drops are counted as filtered, not lost") {
-  struct Sink {
-    void handle_events(std::span<Event>, sluice::Context<void>&) {}
-  };
   sluice::Engine e;
   auto src = e.producer<Event>("source", Source{0, 1000},
                                sluice::partition_dispatcher<Event>(2, [](Event& v) {
@@ -401,9 +390,6 @@ TEST_CASE("partition: the hash's drops are counted as filtered, not lost") {
 }
 
 TEST_CASE("partition: every problem with the subscriptions is reported before running") {
-  struct Sink {
-    void handle_events(std::span<Event>, sluice::Context<void>&) {}
-  };
   sluice::Engine e;
   auto src = e.producer<Event>("source", Source{0, 10}, sluice::partition_dispatcher<Event>(4));
   auto sink = e.consumer<Event>("sink", Sink{}, 2);
@@ -421,9 +407,6 @@ TEST_CASE("partition: every problem with the subscriptions is reported before ru
 }
 
 TEST_CASE("partition: unknown partition and bad options name the stage") {
-  struct Sink {
-    void handle_events(std::span<Event>, sluice::Context<void>&) {}
-  };
   sluice::Engine e;
   auto src = e.producer<Event>("source", Source{0, 10}, sluice::partition_dispatcher<Event>(2));
   auto sink = e.consumer<Event>("sink", Sink{});
@@ -442,9 +425,6 @@ TEST_CASE("partition: unknown partition and bad options name the stage") {
 }
 
 TEST_CASE("a hash that computes an unknown partition fails the producer, naming it") {
-  struct Sink {
-    void handle_events(std::span<Event>, sluice::Context<void>&) {}
-  };
   sluice::Engine e;
   auto src = e.producer<Event>("source", Source{0, 10},
                                sluice::partition_dispatcher<Event>(2, [](Event&) { return 7; }));

@@ -16,6 +16,7 @@
 
 #include "support/genstage.hpp"
 #include "support/recorder.hpp"
+#include "support/stages.hpp"
 
 namespace {
 
@@ -189,14 +190,6 @@ TEST_CASE(
       return inner.dispatch(events, out);
     }
   };
-  struct Source {
-    int next = 0;
-    void handle_demand(std::size_t n, sluice::Context<int>& c) {
-      for (std::size_t i = 0; i < n && next < 1000; ++i)
-        c.emit(next++);
-      if (next == 1000) c.finish();
-    }
-  };
   struct Sink {
     std::shared_ptr<std::vector<int>> counts;
     std::shared_ptr<std::vector<std::string>> cancels;
@@ -211,7 +204,7 @@ TEST_CASE(
   auto counts = std::make_shared<std::vector<int>>(2);
   auto cancels = std::make_shared<std::vector<std::string>>();
   sluice::Engine e;
-  auto src = e.producer<int>("source", Source{}, [] {
+  auto src = e.producer<int>("source", sluice_test::CountingSource<int>{0, 1000}, [] {
     return std::unique_ptr<sluice::Dispatcher<int>>(new RefuseSecond());
   });
   auto sink = e.consumer<int>("sink", Sink{counts, cancels}, 2);

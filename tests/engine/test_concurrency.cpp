@@ -10,17 +10,11 @@
 
 #include <doctest/doctest.h>
 
+#include <support/stages.hpp>
+
 namespace {
 
-struct Source {
-  std::int64_t next = 0;
-  std::int64_t limit = 0;
-  void handle_demand(std::size_t n, sluice::Context<std::int64_t>& c) {
-    for (std::size_t i = 0; i < n && next < limit; ++i)
-      c.emit(next++);
-    if (next == limit) c.finish();
-  }
-};
+using Source = sluice_test::CountingSource<>;
 
 struct Identity {  // a producer_consumer that also checks its input is increasing
   std::shared_ptr<std::vector<std::int64_t>> order_errors;  // one slot per instance

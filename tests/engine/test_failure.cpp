@@ -11,18 +11,11 @@
 #include <doctest/doctest.h>
 
 #include <support/genstage.hpp>
+#include <support/stages.hpp>
 
 using namespace sluice_test;
 
 namespace {
-
-struct Endless {
-  std::int64_t next = 0;
-  void handle_demand(std::size_t n, sluice::Context<std::int64_t>& c) {
-    for (std::size_t i = 0; i < n; ++i)
-      c.emit(next++);
-  }
-};
 
 struct ThrowAt {
   std::int64_t at;
@@ -34,15 +27,8 @@ struct ThrowAt {
   }
 };
 
-struct Sink {
-  void handle_events(std::span<std::int64_t>, sluice::Context<void>&) {}
-};
-
-sluice::RunOptions quiet() {
-  sluice::RunOptions o;
-  o.logger = [](sluice::LogLevel, std::string_view) {};
-  return o;
-}
+using Endless = EndlessSource<>;
+using Sink = NullSink<>;
 
 auto demand64() {
   return sluice::demand_dispatcher<std::int64_t>();
@@ -162,16 +148,9 @@ TEST_CASE("a dispatcher that sends beyond demand is a protocol error of its prod
 }
 
 TEST_CASE("cancel() stops an endless run and accounts for every event") {
-  struct Counted {
-    std::shared_ptr<std::int64_t> emitted;  // written by the producer's thread, read after wait()
-    void handle_demand(std::size_t n, sluice::Context<std::int64_t>& c) {
-      for (std::size_t i = 0; i < n; ++i)
-        c.emit((*emitted)++);
-    }
-  };
-  auto emitted = std::make_shared<std::int64_t>(0);
+  Endless source;  // its count is written by the producer's thread, read after wait()
   sluice::Engine e;
-  auto p = e.producer<std::int64_t>("p", Counted{emitted}, demand64());
+  auto p = e.producer<std::int64_t>("p", source, demand64());
   auto m = e.producer_consumer<std::int64_t, std::int64_t>("m", ThrowAt{-1}, demand64());
   auto c = e.consumer<std::int64_t>("c", Sink{});
   e.subscribe(m, p);
@@ -188,21 +167,16 @@ TEST_CASE("cancel() stops an endless run and accounts for every event") {
   }
   // The map is 1:1, so every event emitted was either handled by the sink or is undelivered.
   CHECK(metrics.stages[1].events_in == metrics.stages[1].events_out + metrics.stages[1].lost);
-  CHECK(static_cast<std::uint64_t>(*emitted) ==
+  CHECK(static_cast<std::uint64_t>(*source.emitted) ==
         metrics.stages[2].events_in + metrics.undelivered());
 }
 
 TEST_CASE("destroying a running Run cancels it and waits for its threads") {
-  struct Counting {
-    std::shared_ptr<std::atomic<std::int64_t>> seen;
-    void handle_events(std::span<std::int64_t> evs, sluice::Context<void>&) {
-      seen->fetch_add(static_cast<std::int64_t>(evs.size()), std::memory_order_relaxed);  // a count
-    }
-  };
-  auto seen = std::make_shared<std::atomic<std::int64_t>>(0);
+  CountingSink<> counter;
+  const auto& seen = counter.count;
   sluice::Engine e;
   auto p = e.producer<std::int64_t>("p", Endless{}, demand64());
-  auto c = e.consumer<std::int64_t>("c", Counting{seen});
+  auto c = e.consumer<std::int64_t>("c", counter);
   e.subscribe(c, p);
   {
     auto run = e.start(quiet());
@@ -257,12 +231,8 @@ TEST_CASE("a max_demand whose edge buffers cannot fit in memory is refused by na
   struct Big {
     std::array<char, 1 << 20> bytes{};  // 1 MiB events: 2^29 of them cannot fit in any machine
   };
-  struct BigSource {
-    void handle_demand(std::size_t, sluice::Context<Big>&) {}
-  };
-  struct BigSink {
-    void handle_events(std::span<Big>, sluice::Context<void>&) {}
-  };
+  using BigSource = IdleSource<Big>;
+  using BigSink = NullSink<Big>;
   sluice::Engine e;
   auto p = e.producer<Big>("huge-source", BigSource{}, sluice::demand_dispatcher<Big>());
   auto c = e.consumer<Big>("huge-sink", BigSink{});

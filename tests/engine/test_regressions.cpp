@@ -15,31 +15,13 @@
 #include <doctest/doctest.h>
 
 #include <support/genstage.hpp>
+#include <support/stages.hpp>
 
 using namespace sluice_test;
 
 namespace {
 
-struct Endless {
-  std::shared_ptr<std::int64_t> emitted = std::make_shared<std::int64_t>(0);
-  void handle_demand(std::size_t n, sluice::Context<std::int64_t>& c) {
-    for (std::size_t i = 0; i < n; ++i)
-      c.emit((*emitted)++);
-  }
-};
-
-sluice::RunOptions manual_quiet() {
-  sluice::RunOptions o;
-  o.manual = true;
-  o.logger = [](sluice::LogLevel, std::string_view) {};
-  return o;
-}
-
-sluice::RunOptions quiet() {
-  sluice::RunOptions o;
-  o.logger = [](sluice::LogLevel, std::string_view) {};
-  return o;
-}
+using Endless = EndlessSource<>;
 
 }  // namespace
 
@@ -77,7 +59,7 @@ TEST_CASE("cancelling, inside handle_events, the subscription being handled") {
     auto c = e.consumer<std::string>("c", handler);
     e.subscribe(c, a, {.max_demand = 10, .min_demand = 5, .cancel = sluice::CancelMode::temporary});
     e.subscribe(c, b, {.max_demand = 10, .min_demand = 5, .cancel = sluice::CancelMode::temporary});
-    auto run = e.start(is_manual ? manual_quiet() : quiet());
+    auto run = e.start(is_manual ? manual() : quiet());
     run.wait();
     auto m = run.metrics();
     CHECK(m.stages[2].stop_reason == "normal");
@@ -112,12 +94,7 @@ TEST_CASE("a throwing dispatcher or logger cannot hang a run") {
     sluice::Engine e;
     auto p =
         e.producer<std::int64_t>("p", Endless{}, [] { return std::make_unique<BadBuffered>(); });
-    auto c = e.consumer<std::int64_t>("c", [] {
-      struct Sink {
-        void handle_events(std::span<std::int64_t>, sluice::Context<void>&) {}
-      };
-      return Sink{};
-    }());
+    auto c = e.consumer<std::int64_t>("c", NullSink<>{});
     e.subscribe(c, p);
     auto run = e.start(quiet());
     CHECK_THROWS_WITH_AS(run.wait(), "stage 'p': buffered broke", sluice::stage_error);
@@ -177,7 +154,7 @@ TEST_CASE("ask on an automatic subscription is refused") {
   auto p = e.producer<Ev>("p", Counter{&log}, demand());
   auto c = e.consumer<Ev>("c", Asker{});
   e.subscribe(c, p);
-  auto run = e.start(manual_quiet());
+  auto run = e.start(manual());
   CHECK_THROWS_WITH_AS(
       run.wait(),
       "stage 'c': ask on the automatic subscription to 'p': only manual subscriptions ask by hand",
@@ -220,20 +197,14 @@ TEST_CASE("buffered events are not stranded after a subscriber leaves with deman
     void handle_events(std::span<long>, sluice::Context<void>&) {}
     void handle_info(std::any&, sluice::Context<void>& c) { c.cancel(0); }
   };
-  struct Sink {
-    std::shared_ptr<long> got = std::make_shared<long>(0);
-    void handle_events(std::span<long> ev, sluice::Context<void>&) {
-      *got += static_cast<long>(ev.size());
-    }
-  };
   sluice::Engine e;
   auto p = e.producer<long>("p", Push{}, sluice::demand_dispatcher<long>());
   auto x = e.consumer<long>("x", Leaver{});
-  Sink sink;
+  CountingSink<long> sink;
   auto b = e.consumer<long>("b", sink);
   e.subscribe(x, p, {.max_demand = 20});
   e.subscribe(b, p, {.max_demand = 10, .min_demand = 5});
-  auto run = e.start(manual_quiet());
+  auto run = e.start(manual());
   run.run_until_idle();
   run.send_info(x, 0);
   run.run_until_idle();
@@ -241,7 +212,7 @@ TEST_CASE("buffered events are not stranded after a subscriber leaves with deman
   run.run_until_idle();
   run.send_info(p, std::string("close"));
   run.wait();
-  CHECK(*sink.got == 15);
+  CHECK(*sink.count == 15);
   CHECK(run.done());
 }
 
@@ -258,28 +229,22 @@ TEST_CASE("events emitted around finish() are delivered or counted, never vanish
       }
     }
   };
-  struct C {
-    std::shared_ptr<long> got = std::make_shared<long>(0);
-    void handle_events(std::span<long> evs, sluice::Context<void>&) {
-      *got += static_cast<long>(evs.size());
-    }
-  };
   struct Probe {  // shares the producer's counter
     static long emitted(const sluice::Metrics& m) {
       return static_cast<long>(m.stages[0].events_out + m.stages[0].lost);
     }
   };
   sluice::Engine e;
-  C c;
+  CountingSink<long> c;
   auto p = e.producer<long>("p", P{}, sluice::demand_dispatcher<long>());
   auto cc = e.consumer<long>("c", c);
   e.subscribe(cc, p, {.max_demand = 10, .min_demand = 0});
-  auto run = e.start(manual_quiet());
+  auto run = e.start(manual());
   run.wait();
   auto m = run.metrics();
-  CHECK(static_cast<std::uint64_t>(*c.got) + m.undelivered() ==
+  CHECK(static_cast<std::uint64_t>(c.count->load()) + m.undelivered() ==
         static_cast<std::uint64_t>(Probe::emitted(m)));
-  CHECK(*c.got >= 20);
+  CHECK(*c.count >= 20);
 }
 
 TEST_CASE("stop() inside handle_events: the events handed over count as delivered") {
@@ -295,7 +260,7 @@ TEST_CASE("stop() inside handle_events: the events handed over count as delivere
   auto p = e.producer<std::int64_t>("p", Endless{}, sluice::demand_dispatcher<std::int64_t>());
   auto cc = e.consumer<std::int64_t>("c", c);
   e.subscribe(cc, p, {.max_demand = 10, .min_demand = 5});
-  auto run = e.start(manual_quiet());
+  auto run = e.start(manual());
   run.wait();
   auto m = run.metrics();
   CHECK(*c.got == 5);  // one chunk of max - min
@@ -318,22 +283,9 @@ TEST_CASE("overlapping runs with different concurrency do not starve each other"
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   };
-  struct Src {
-    std::int64_t next = 0;
-    void handle_demand(std::size_t n, sluice::Context<std::int64_t>& c) {
-      for (std::size_t i = 0; i < n && next < 100'000; ++i)
-        c.emit(next++);
-      if (next == 100'000) c.finish();
-    }
-  };
-  struct Count {
-    std::shared_ptr<std::int64_t> n = std::make_shared<std::int64_t>(0);
-    void handle_events(std::span<std::int64_t> e, sluice::Context<void>&) {
-      *n += static_cast<std::int64_t>(e.size());
-    }
-  };
   sluice::Engine slow;
-  auto sp = slow.producer<std::int64_t>("p", Src{}, sluice::demand_dispatcher<std::int64_t>());
+  auto sp = slow.producer<std::int64_t>("p", CountingSource<>{0, 100'000},
+                                        sluice::demand_dispatcher<std::int64_t>());
   auto sc = slow.consumer<std::int64_t>("blocked", Blocker{&release, &entered});
   slow.subscribe(sc, sp);
   sluice::RunOptions one = quiet();
@@ -343,14 +295,15 @@ TEST_CASE("overlapping runs with different concurrency do not starve each other"
     std::this_thread::yield();
 
   sluice::Engine fast;
-  Count count;
-  auto fp = fast.producer<std::int64_t>("p", Src{}, sluice::demand_dispatcher<std::int64_t>());
+  CountingSink<> count;
+  auto fp = fast.producer<std::int64_t>("p", CountingSource<>{0, 100'000},
+                                        sluice::demand_dispatcher<std::int64_t>());
   auto fc = fast.consumer<std::int64_t>("c", count);
   fast.subscribe(fc, fp);
   sluice::RunOptions two = quiet();
   two.concurrency = 2;
   fast.start(two).wait();
-  CHECK(*count.n == 100'000);
+  CHECK(*count.count == 100'000);
   release = true;
   blocked.wait();
 }

@@ -1,6 +1,7 @@
 // Bad input through the builder (and the engine calls it makes), each with its exact message:
 // the rules test_builder_errors.cpp, test_builder.cpp, test_dynamic.cpp and
 // engine/test_options.cpp do not already cover at this level.
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -11,6 +12,8 @@
 #include <sluice/sluice.hpp>
 
 #include <doctest/doctest.h>
+
+#include <support/stages.hpp>
 
 namespace {
 
@@ -25,12 +28,8 @@ int same(int x) {
 }
 void drop(int) {}
 
-struct Idle {
-  void handle_demand(std::size_t, sluice::Context<int>&) {}
-};
-struct Sink {
-  void handle_events(std::span<int>, sluice::Context<void>&) {}
-};
+using Idle = sluice_test::IdleSource<int>;
+using Sink = sluice_test::NullSink<int>;
 
 }  // namespace
 
@@ -345,24 +344,6 @@ TEST_CASE("subscribe_by_id checks at run time what subscribe checks at compile t
                        sluice::option_error);
 }
 
-/// Emits 0..n-1, then finishes.
-struct Counting {
-  int n;
-  int next = 0;
-  void handle_demand(std::size_t d, sluice::Context<int>& ctx) {
-    for (std::size_t i = 0; i < d && next < n; ++i)
-      ctx.emit(next++);
-    if (next >= n) ctx.finish();
-  }
-};
-struct Summing {
-  std::int64_t* sum;
-  void handle_events(std::span<int> in, sluice::Context<void>&) {
-    for (int x : in)
-      *sum += x;
-  }
-};
-
 TEST_CASE("an option_error from a dispatcher factory is reported with the stage's name") {
   sluice::Engine e;
   CHECK_THROWS_WITH_AS(e.producer<int>("q", Idle{},
@@ -371,9 +352,10 @@ TEST_CASE("an option_error from a dispatcher factory is reported with the stage'
                                        }),
                        "stage 'q': option custom: refused", sluice::option_error);
   // The refused stage left no trace: the engine goes on with the stages declared after it.
-  std::int64_t sum = 0;
-  auto p = e.producer<int>("q", Counting{3}, sluice::demand_dispatcher<int>());
-  auto c = e.consumer<int>("c", Summing{&sum});
+  std::atomic<std::int64_t> sum{0};
+  auto p = e.producer<int>("q", sluice_test::CountingSource<int>{0, 3},
+                           sluice::demand_dispatcher<int>());
+  auto c = e.consumer<int>("c", sluice_test::SummingSink<int>{&sum});
   e.subscribe(c, p);
   e.start().wait();
   CHECK(sum == 0 + 1 + 2);

@@ -18,6 +18,8 @@
 
 #include <doctest/doctest.h>
 
+#include <support/stages.hpp>
+
 namespace {
 
 std::int64_t sum_below(std::int64_t n) {
@@ -256,9 +258,7 @@ TEST_CASE("cycles are found") {
 }
 
 TEST_CASE("a broadcast consumer that would modify shared events is refused by compile()") {
-  struct Mutating {
-    void handle_events(std::span<int>, sluice::Context<void>&) {}
-  };
+  using Mutating = sluice_test::NullSink<int>;
   sluice::Graph g;
   auto src = g.source("numbers", sluice::from_range(std::views::iota(0, 10)));
   src.broadcast().to("mutating", Mutating{});

@@ -13,6 +13,8 @@
 
 #include <doctest/doctest.h>
 
+#include <support/stages.hpp>
+
 namespace {
 
 using I64 = std::int64_t;
@@ -44,9 +46,7 @@ const sluice::StageMetrics& stage(const sluice::Metrics& m, const std::string& n
 }
 
 /// A consumer class that takes a mutable span (refused by a broadcast).
-struct MutableSink {
-  void handle_events(std::span<I64>, sluice::Context<void>&) {}
-};
+using MutableSink = sluice_test::NullSink<I64>;
 
 }  // namespace
 
@@ -189,7 +189,7 @@ TEST_CASE("cancel modes of attached consumers when their producer fails") {
   });
   std::atomic<I64> n{0};
   boom.for_each("main", [&](I64) { ++n; }, {.cancel = sluice::CancelMode::temporary});
-  auto run = g.run({.fail_fast = false, .logger = [](sluice::LogLevel, std::string_view) {}});
+  auto run = g.run(sluice_test::quiet({.fail_fast = false}));
   auto permanent = run.attach(boom, "permanent", [&](I64) { ++n; });
   auto transient =
       run.attach(boom, "transient", [&](I64) { ++n; }, {.cancel = sluice::CancelMode::transient});
@@ -378,16 +378,9 @@ TEST_SUITE("graph.dynamic") {
 TEST_CASE("drain ends a dynamic producer_consumer with no consumer, reporting what it held") {
   for (bool partitioned : {false, true}) {
     CAPTURE(partitioned);
-    struct Five {
-      int n = 0;
-      void handle_demand(std::size_t d, sluice::Context<int>& c) {
-        for (std::size_t i = 0; i < d && n < 5; ++i)
-          c.emit(n++);
-        if (n >= 5) c.finish();
-      }
-    };
     sluice::Graph g;
-    auto source = g.source<int>("src", Five{}, {.instances = 2, .dynamic = true});
+    auto source = g.source<int>("src", sluice_test::CountingSource<int>{0, 5},
+                                {.instances = 2, .dynamic = true});
     auto stage = source.map("stage", [](int x) { return x; }, {.dynamic = true});
     if (partitioned) stage.partition(4, [](const int& x) { return x % 4; });
     auto run = g.run();

@@ -34,6 +34,7 @@
 #include <doctest/doctest.h>
 
 #include "stress/random_graph.hpp"
+#include "support/stages.hpp"
 
 namespace {
 
@@ -221,9 +222,7 @@ TEST_CASE("random graphs block 4 of 4") {
 
 TEST_CASE("the watchdog reports a graph that waits forever and cancels it") {
   // A sink on manual demand that never asks: the source has nothing to do, nothing moves.
-  struct NeverAsks {
-    void handle_events(std::span<int>, sluice::Context<void>&) {}
-  };
+  using NeverAsks = sluice_test::NullSink<int>;
   sluice::Graph g;
   g.source("numbers", sluice::from_range(std::views::iota(0, 100)))
       .to("never_asks", NeverAsks{}, {.demand = sluice::DemandControl::manual});
