@@ -1,221 +1,26 @@
-#include "stress/random_graph.hpp"
+#include "stress/delivery.hpp"
 
+#include <chrono>
 #include <limits>
+#include <map>
+#include <optional>
+#include <span>
+#include <thread>
 
 namespace stress {
 
-namespace {
-
-// ---- generation ---------------------------------------------------------------------------------
-
-class Rng {
- public:
-  explicit Rng(std::uint64_t seed) : g_(seed) {}
-  template <class T>
-  T uniform(T lo, T hi) {
-    return std::uniform_int_distribution<T>(lo, hi)(g_);
-  }
-  bool chance(double p) { return std::bernoulli_distribution(p)(g_); }
-  double real() { return std::uniform_real_distribution<double>(0.0, 1.0)(g_); }
-  template <class T>
-  const T& pick(const std::vector<T>& v) {
-    return v[uniform<std::size_t>(0, v.size() - 1)];
-  }
-
- private:
-  std::mt19937_64 g_;
-};
-
-Speed random_speed(Rng& rng) {
-  const double r = rng.real();
-  return r < 0.6 ? Speed::fast : r < 0.85 ? Speed::slow : Speed::bursty;
-}
-
-Dispatch random_dispatch(Rng& rng) {
-  const double r = rng.real();
-  return r < 0.45 ? Dispatch::demand : r < 0.75 ? Dispatch::broadcast : Dispatch::partition;
-}
-
-std::int64_t random_max_demand(Rng& rng) {
-  const double r = rng.real();
-  if (r < 0.4) return rng.uniform<std::int64_t>(1, 10);
-  if (r < 0.7) return rng.uniform<std::int64_t>(11, 200);
-  return rng.uniform<std::int64_t>(201, 2000);
-}
-
-/// Deliveries over every edge when each source instance emits `per_instance` events (filters
-/// and selectors ignored: an upper bound).
-std::uint64_t deliveries(const GraphSpec& g, const std::vector<std::uint64_t>& emitted_by_source) {
-  std::vector<std::uint64_t> out(g.stages.size(), 0);
-  std::uint64_t total = 0;
-  for (std::size_t i = 0; i < g.stages.size(); ++i) {
-    auto& s = g.stages[i];
-    if (s.kind == Kind::source) {
-      out[i] = emitted_by_source[i];
-      continue;
-    }
-    std::uint64_t in = 0;
-    for (auto& input : s.inputs) {
-      auto& p = g.stages[input.producer];
-      const std::uint64_t d =
-          out[input.producer] * (p.dispatch == Dispatch::broadcast ? s.instances : 1);
-      in += d;
-    }
-    total += in;
-    out[i] = in;
-  }
-  return total;
-}
-
-}  // namespace
-
-GraphSpec generate(std::uint64_t seed, const Budget& budget) {
-  Rng rng(seed);
-  GraphSpec g;
-  g.seed = seed;
-  g.run.concurrency = rng.pick(std::vector<int>{0, 0, 1, 2, 3});
-  g.run.quantum = rng.pick(std::vector<std::size_t>{1, 4, 64, 64, 1000});
-  g.run.direct_handoff = rng.chance(0.7);
-
-  const auto n = rng.uniform<std::size_t>(2, 12);
-  // Sources: 1-3, leaving enough later stages to subscribe to each of them (two per sink).
-  std::size_t max_sources = 1;
-  for (std::size_t s = 2; s <= 3; ++s)
-    if (s < n && (s + 1) / 2 <= n - s) max_sources = s;
-  const auto sources = rng.uniform<std::size_t>(1, max_sources);
-
-  std::vector<std::size_t> unfed;  // producers nobody subscribes to yet
-  for (std::size_t i = 0; i < sources; ++i) {
-    StageSpec s;
-    s.kind = Kind::source;
-    s.name = "src" + std::to_string(i);
-    s.instances = rng.uniform<std::size_t>(1, 3);
-    s.speed = random_speed(rng);
-    s.dispatch = random_dispatch(rng);
-    if (rng.chance(0.3)) s.buffer_size = rng.uniform<std::int64_t>(1, 100);
-    g.stages.push_back(std::move(s));
-    unfed.push_back(i);
-  }
-
-  for (std::size_t j = sources; j < n; ++j) {
-    const std::size_t remaining = n - j;  // this stage included
-    std::vector<std::size_t> selectable;  // a partition takes one subscribing stage
-    for (std::size_t p = 0; p < j; ++p) {
-      auto& ps = g.stages[p];
-      if (ps.is_producer() && !(ps.dispatch == Dispatch::partition && !ps.subscribers.empty()))
-        selectable.push_back(p);
-    }
-    if (selectable.empty()) break;  // then every producer is fed: the graph ends here
-
-    auto take_unfed = [&] {
-      const auto k = rng.uniform<std::size_t>(0, unfed.size() - 1);
-      const auto p = unfed[k];
-      unfed.erase(unfed.begin() + static_cast<std::ptrdiff_t>(k));
-      return p;
-    };
-    std::vector<std::size_t> producers;
-    std::vector<std::size_t> unfed_before = unfed;
-    if (!unfed.empty() && rng.chance(0.75))
-      producers.push_back(take_unfed());
-    else
-      producers.push_back(rng.pick(selectable));
-    if (rng.chance(0.25)) {  // fan-in
-      std::vector<std::size_t> others;
-      for (auto p : (unfed.empty() ? selectable : unfed))
-        if (p != producers[0]) others.push_back(p);
-      if (!others.empty()) producers.push_back(rng.pick(others));
-    }
-    bool stage = remaining > 1 && rng.chance(0.6);
-    auto unfed_after = [&](bool is_stage) {
-      std::size_t u = unfed_before.size();
-      for (auto p : producers)
-        if (std::find(unfed_before.begin(), unfed_before.end(), p) != unfed_before.end()) --u;
-      return u + (is_stage ? 1 : 0);
-    };
-    // Every producer needs a subscriber by the end: a sink takes at most two unfed producers.
-    if ((unfed_after(stage) + 1) / 2 > remaining - 1) stage = false;
-    if ((unfed_after(false) + 1) / 2 > remaining - 1) {
-      unfed = unfed_before;
-      producers.clear();
-      producers.push_back(take_unfed());
-      if (!unfed.empty()) producers.push_back(take_unfed());
-      stage = false;
-    } else {
-      unfed = unfed_before;
-      for (auto p : producers)
-        std::erase(unfed, p);
-    }
-
-    StageSpec s;
-    s.kind = stage ? Kind::stage : Kind::sink;
-    s.name = (stage ? "pc" : "sink") + std::to_string(j);
-    s.instances = rng.uniform<std::size_t>(1, 3);
-    s.speed = random_speed(rng);
-    if (stage) {
-      s.dispatch = random_dispatch(rng);
-      if (rng.chance(0.3)) {
-        s.filter_modulus = rng.uniform<std::uint64_t>(2, 4);
-        s.filter_salt = rng.uniform<std::uint64_t>(0, 1'000'000);
-      }
-    }
-    for (auto p : producers) {
-      InputSpec in;
-      in.producer = p;
-      in.max_demand = random_max_demand(rng);
-      if (rng.chance(0.7)) in.min_demand = rng.uniform<std::int64_t>(0, in.max_demand - 1);
-      auto& ps = g.stages[p];
-      if (ps.dispatch == Dispatch::broadcast && rng.chance(0.4)) {
-        in.selector.on = true;
-        in.selector.salt = rng.uniform<std::uint64_t>(0, 1'000'000);
-        in.selector.modulus = rng.uniform<std::uint64_t>(2, 5);
-        in.selector.residue = rng.uniform<std::uint64_t>(0, in.selector.modulus - 1);
-        in.selector.accept_equal = rng.chance(0.5);
-      }
-      if (ps.dispatch == Dispatch::partition) {
-        ps.partition.partitions = s.instances;
-        ps.partition.salt = rng.uniform<std::uint64_t>(0, 1'000'000);
-        ps.partition.drops = rng.chance(0.3) && budget.hash_drops;
-      }
-      ps.subscribers.push_back(j);
-      s.inputs.push_back(in);
-    }
-    if (stage && rng.chance(0.5)) {
-      // A producer_consumer handles an inbound message only while it has downstream demand, so
-      // it buffers less than one message: at most a subscription's max_demand.
-      std::int64_t b = 0;
-      for (auto& in : s.inputs)
-        b += static_cast<std::int64_t>(g.stages[in.producer].instances) * in.max_demand;
-      s.buffer_size = b;
-    }
-    g.stages.push_back(std::move(s));
-    if (stage) unfed.push_back(j);
-  }
-
-  // Event counts: as many as the budget of deliveries allows.
-  std::vector<std::uint64_t> unit(g.stages.size(), 0);
-  for (std::size_t i = 0; i < g.stages.size(); ++i)
-    if (g.stages[i].kind == Kind::source) unit[i] = g.stages[i].instances;
-  const auto per_event = std::max<std::uint64_t>(1, deliveries(g, unit));
-  const auto cap = std::max<std::uint64_t>(1, budget.deliveries / per_event);
-  std::vector<std::uint64_t> emitted(g.stages.size(), 0);
-  for (std::size_t i = 0; i < g.stages.size(); ++i) {
-    auto& s = g.stages[i];
-    if (s.kind != Kind::source) continue;
-    for (std::size_t k = 0; k < s.instances; ++k) {
-      const double r = rng.real();
-      std::uint64_t c = 0;
-      if (r < 0.1)
-        c = 0;
-      else if (r < 0.3)
-        c = rng.uniform<std::uint64_t>(1, std::min<std::uint64_t>(50, cap));
-      else
-        c = rng.uniform<std::uint64_t>(std::max<std::uint64_t>(1, cap / 4), cap);
-      s.counts.push_back(static_cast<std::uint32_t>(c));
-      emitted[i] += c;
-    }
-  }
-  g.expected_deliveries = deliveries(g, emitted);
-  return g;
+rg::Knobs knobs(std::uint64_t deliveries, bool hash_drops) {
+  rg::Knobs k;
+  k.shape = rg::Shape::dag;
+  k.min_stages = 2;
+  k.max_stages = 12;
+  k.speeds = true;
+  k.random_run = true;
+  k.deliveries = deliveries;
+  // Partition hashes that drop some events (std::nullopt): they used to stall a producer that
+  // emits exactly its demand (see the case in test_stress.cpp).
+  k.hash_drops = hash_drops ? 0.3 : 0.0;
+  return k;
 }
 
 // ---- handlers -----------------------------------------------------------------------------------
@@ -225,21 +30,21 @@ namespace {
 void spin_for(std::chrono::nanoseconds d, InstanceRecord& r) {
   const auto until = std::chrono::steady_clock::now() + d;
   while (std::chrono::steady_clock::now() < until)
-    r.work = mix(r.work);
+    r.work = rg::mix(r.work);
 }
 
 /// A slow stage spins about 2 µs per event; a bursty one sleeps 1 ms about once in 30 calls.
-void pace(Speed speed, InstanceRecord& r, std::size_t events) {
-  if (speed == Speed::slow) {
+void pace(rg::Speed speed, InstanceRecord& r, std::size_t events) {
+  if (speed == rg::Speed::slow) {
     spin_for(std::chrono::nanoseconds(2000) * static_cast<std::int64_t>(events), r);
-  } else if (speed == Speed::bursty) {
-    r.work = mix(r.work);
+  } else if (speed == rg::Speed::bursty) {
+    r.work = rg::mix(r.work);
     if (r.work % 30 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 }
 
 struct SourceHandler {
-  const StageSpec* spec = nullptr;
+  const rg::StageSpec* spec = nullptr;
   std::uint32_t id = 0;
   std::vector<InstanceRecord>* records = nullptr;
   bool finished = false;  // each instance has its own copy
@@ -266,7 +71,7 @@ struct SourceHandler {
 };
 
 /// What a consumer side checks and records for each batch.
-void on_receive(const StageSpec& spec, InstanceRecord& r, std::span<const Ev> in,
+void on_receive(const rg::StageSpec& spec, InstanceRecord& r, std::span<const Ev> in,
                 sluice::SubscriptionId from) {
   if (in.empty()) {
     r.problem("handle_events called with no events");
@@ -287,7 +92,7 @@ void on_receive(const StageSpec& spec, InstanceRecord& r, std::span<const Ev> in
                 std::to_string(sub.hop_inst));
       break;
     }
-  const InputSpec* input = spec.input_from(sub.hop_stage);
+  const rg::Input* input = spec.input_from(sub.hop_stage);
   if (input == nullptr) {
     r.problem("received events from stage " + std::to_string(sub.hop_stage) +
               ", which it does not subscribe to");
@@ -301,7 +106,7 @@ void on_receive(const StageSpec& spec, InstanceRecord& r, std::span<const Ev> in
 }
 
 struct StageHandler {
-  const StageSpec* spec = nullptr;
+  const rg::StageSpec* spec = nullptr;
   std::uint32_t id = 0;
   std::vector<InstanceRecord>* records = nullptr;
 
@@ -312,7 +117,7 @@ struct StageHandler {
     on_receive(*spec, r, in, from);
     for (auto& e : in) {
       const auto o = origin_of(e);
-      if (!spec->keeps(o)) continue;
+      if (!spec->filter.keeps(key_of(o))) continue;
       ctx.emit(
           Ev{o.src, o.src_inst, o.seq, id, inst, static_cast<std::uint32_t>(r.emitted.size())});
       r.emitted.push_back(o);
@@ -322,7 +127,7 @@ struct StageHandler {
 };
 
 struct SinkHandler {
-  const StageSpec* spec = nullptr;
+  const rg::StageSpec* spec = nullptr;
   std::vector<InstanceRecord>* records = nullptr;
 
   void handle_events(std::span<const Ev> in, sluice::SubscriptionId from,
@@ -333,73 +138,34 @@ struct SinkHandler {
   }
 };
 
-sluice::StageOptions subscription_options(const InputSpec& in) {
-  sluice::StageOptions o;
-  o.max_demand = in.max_demand;
-  o.min_demand = in.min_demand;
-  if (in.selector.on)
-    o.selector = sluice::selector<Ev>(
-        [sel = in.selector](const Ev& e) { return sel.accepts(origin_of(e)); });
-  return o;
-}
+/// The stress graph's code for the shared builder.
+struct Code {
+  const rg::GraphSpec& spec;
+  Records& records;
+
+  SourceHandler source(std::size_t i) { return {&spec.stages[i], id(i), &records.stages[i]}; }
+  StageHandler stage(std::size_t i) { return {&spec.stages[i], id(i), &records.stages[i]}; }
+  SinkHandler sink(std::size_t i) { return {&spec.stages[i], &records.stages[i]}; }
+  auto selector(std::size_t i, std::size_t k) const {
+    return [sel = spec.stages[i].inputs[k].selector](const Ev& e) {
+      return sel.accepts(key_of(origin_of(e)));
+    };
+  }
+  template <class Declare>
+  void partition(std::size_t i, Declare&& declare) const {
+    declare([p = spec.stages[i].partition](Ev& e) { return p.of(key_of(origin_of(e))); });
+  }
+  static std::uint32_t id(std::size_t i) { return static_cast<std::uint32_t>(i); }
+};
 
 }  // namespace
 
-sluice::Graph build(const GraphSpec& spec, Records& records) {
-  sluice::Graph g;
-  const auto n = spec.stages.size();
-  std::vector<std::optional<sluice::Stage<void, Ev>>> sources(n);
-  std::vector<std::optional<sluice::Stage<Ev, Ev>>> stages(n);
-  std::vector<std::optional<sluice::Stage<Ev, void>>> sinks(n);
-  auto with_producer = [&](std::size_t p, auto&& f) {
-    if (sources[p])
-      f(*sources[p]);
-    else
-      f(*stages[p]);
-  };
-  for (std::size_t i = 0; i < n; ++i) {
-    auto& s = spec.stages[i];
-    auto& recs = records.stages[i];
-    for (std::size_t k = 0; k < recs.size(); ++k)
-      recs[k].work = mix(spec.seed ^ (i << 8) ^ k);
-    const auto id = static_cast<std::uint32_t>(i);
-    if (s.kind == Kind::source) {
-      sluice::StageOptions o;
-      o.instances = s.instances;
-      o.buffer_size = s.buffer_size;
-      sources[i] = g.source<Ev>(s.name, SourceHandler{&s, id, &recs}, o);
-      continue;
-    }
-    auto o = subscription_options(s.inputs[0]);
-    o.instances = s.instances;
-    if (s.kind == Kind::stage) o.buffer_size = s.buffer_size;
-    with_producer(s.inputs[0].producer, [&](auto& producer) {
-      if (s.kind == Kind::stage)
-        stages[i] = producer.template then<Ev>(s.name, StageHandler{&s, id, &recs}, o);
-      else
-        sinks[i] = producer.to(s.name, SinkHandler{&s, &recs}, o);
-    });
-    for (std::size_t k = 1; k < s.inputs.size(); ++k)
-      with_producer(s.inputs[k].producer, [&](auto& producer) {
-        if (s.kind == Kind::stage)
-          stages[i]->subscribe(producer, subscription_options(s.inputs[k]));
-        else
-          sinks[i]->subscribe(producer, subscription_options(s.inputs[k]));
-      });
-  }
-  for (std::size_t p = 0; p < n; ++p) {
-    auto& s = spec.stages[p];
-    if (!s.is_producer()) continue;
-    with_producer(p, [&](auto& producer) {
-      if (s.dispatch == Dispatch::broadcast) {
-        producer.broadcast();
-      } else if (s.dispatch == Dispatch::partition) {
-        producer.partition(sluice::Partitions(s.partition.partitions),
-                           [ps = s.partition](Ev& e) { return ps.partition(origin_of(e)); });
-      }
-    });
-  }
-  return g;
+sluice::Graph build(const rg::GraphSpec& spec, Records& records) {
+  for (std::size_t i = 0; i < spec.stages.size(); ++i)
+    for (std::size_t k = 0; k < records.stages[i].size(); ++k)
+      records.stages[i][k].work = rg::mix(spec.seed ^ (i << 8) ^ k);
+  Code code{spec, records};
+  return rg::build<Ev>(spec, code).graph;
 }
 
 // ---- checks -------------------------------------------------------------------------------------
@@ -421,38 +187,21 @@ std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) {
   return a > kUnbounded - b ? kUnbounded : a + b;
 }
 
-/// Maps metric names ("pc3", "pc3#1") to (stage, instance).
-struct Names {
-  std::map<std::string, std::size_t> index;
-  explicit Names(const GraphSpec& g) {
-    for (std::size_t i = 0; i < g.stages.size(); ++i)
-      index[g.stages[i].name] = i;
-  }
-  std::optional<std::pair<std::size_t, std::size_t>> resolve(const std::string& name,
-                                                             std::size_t instance) const {
-    auto hash = name.find('#');
-    auto it = index.find(name.substr(0, hash));
-    if (it == index.end()) return std::nullopt;
-    if (hash != std::string::npos) instance = std::stoul(name.substr(hash + 1));
-    return std::pair{it->second, instance};
-  }
-};
-
-std::string instance_name(const GraphSpec& g, std::size_t stage, std::size_t inst) {
+std::string instance_name(const rg::GraphSpec& g, std::size_t stage, std::size_t inst) {
   return g.stages[stage].name + "#" + std::to_string(inst);
 }
 
 }  // namespace
 
-std::uint64_t buffered_bound(const GraphSpec& spec, std::size_t stage) {
+std::uint64_t buffered_bound(const rg::GraphSpec& spec, std::size_t stage) {
   auto& s = spec.stages[stage];
   if (!s.is_producer()) return 0;
   std::uint64_t bound = kUnbounded;
   if (s.buffer_size)
     bound = static_cast<std::uint64_t>(*s.buffer_size);
-  else if (s.kind == Kind::source)
+  else if (s.role == rg::Role::source)
     bound = static_cast<std::uint64_t>(sluice::default_producer_buffer_size);
-  if (s.dispatch == Dispatch::partition) {
+  if (s.dispatch == rg::Dispatch::partition) {
     // The partition queues (counted in `buffered` too) hold events the dispatcher took on
     // demand its subscribers asked for and it has not sent yet: at most their max_demand each.
     for (auto c : s.subscribers) {
@@ -464,17 +213,16 @@ std::uint64_t buffered_bound(const GraphSpec& spec, std::size_t stage) {
   return bound;
 }
 
-std::vector<std::string> unexpected_logs(const GraphSpec& spec,
+std::vector<std::string> unexpected_logs(const rg::GraphSpec& spec,
                                          const std::vector<std::string>& lines) {
-  Names names(spec);
   std::vector<std::string> out;
   for (auto& line : lines) {
     bool expected = false;
     if (line.starts_with("stage '") &&
         line.find("DemandDispatcher expects a maximum demand of") != std::string::npos) {
       const auto end = line.find('\'', 7);
-      auto where = names.resolve(line.substr(7, end - 7), 0);
-      if (where && spec.stages[where->first].dispatch == Dispatch::demand) {
+      auto where = spec.find(line.substr(7, end - 7), 0);
+      if (where && spec.stages[where->first].dispatch == rg::Dispatch::demand) {
         auto& p = spec.stages[where->first];
         for (auto c : p.subscribers)
           expected =
@@ -487,12 +235,11 @@ std::vector<std::string> unexpected_logs(const GraphSpec& spec,
   return out;
 }
 
-void check_sample(const GraphSpec& spec, const sluice::Metrics& m, const sluice::Metrics* previous,
-                  Findings& f) {
-  Names names(spec);
+void check_sample(const rg::GraphSpec& spec, const sluice::Metrics& m,
+                  const sluice::Metrics* previous, Findings& f) {
   for (std::size_t k = 0; k < m.stages.size(); ++k) {
     auto& s = m.stages[k];
-    auto where = names.resolve(s.name, s.instance);
+    auto where = spec.find(s.name, s.instance);
     ++f.checks;
     if (!where) {
       f.fail("metrics name a stage '" + s.name + "' the graph does not have");
@@ -523,9 +270,8 @@ void check_sample(const GraphSpec& spec, const sluice::Metrics& m, const sluice:
     }
 }
 
-Findings check(const GraphSpec& spec, const Records& records, const sluice::Metrics& m) {
+Findings check(const rg::GraphSpec& spec, const Records& records, const sluice::Metrics& m) {
   Findings f;
-  Names names(spec);
   const auto n = spec.stages.size();
 
   // What the handlers saw themselves.
@@ -537,7 +283,7 @@ Findings check(const GraphSpec& spec, const Records& records, const sluice::Metr
   // Sources emitted what they were told, in sequence.
   for (std::size_t i = 0; i < n; ++i) {
     auto& s = spec.stages[i];
-    if (s.kind != Kind::source) continue;
+    if (s.role != rg::Role::source) continue;
     for (std::size_t k = 0; k < s.instances; ++k) {
       auto& e = records.stages[i][k].emitted;
       ++f.checks;
@@ -602,7 +348,7 @@ Findings check(const GraphSpec& spec, const Records& records, const sluice::Metr
         auto it = from[c][ci].find(key);
         return it == from[c][ci].end() ? none : it->second;
       };
-      if (ps.dispatch == Dispatch::demand) {
+      if (ps.dispatch == rg::Dispatch::demand) {
         std::vector<std::uint32_t> times(emitted.size(), 0);
         for (auto c : ps.subscribers)
           for (std::size_t ci = 0; ci < spec.stages[c].instances; ++ci)
@@ -616,12 +362,12 @@ Findings check(const GraphSpec& spec, const Records& records, const sluice::Metr
             break;
           }
         }
-      } else if (ps.dispatch == Dispatch::broadcast) {
+      } else if (ps.dispatch == rg::Dispatch::broadcast) {
         for (auto c : ps.subscribers) {
           auto& sel = spec.stages[c].input_from(p)->selector;
           std::vector<std::uint32_t> expected;
           for (std::size_t k = 0; k < emitted.size(); ++k)
-            if (sel.accepts(emitted[k])) expected.push_back(static_cast<std::uint32_t>(k));
+            if (sel.accepts(key_of(emitted[k]))) expected.push_back(static_cast<std::uint32_t>(k));
           for (std::size_t ci = 0; ci < spec.stages[c].instances; ++ci) {
             ++f.checks;
             auto& g = got(c, ci);
@@ -641,7 +387,7 @@ Findings check(const GraphSpec& spec, const Records& records, const sluice::Metr
         const auto c = ps.subscribers[0];
         std::vector<std::vector<std::uint32_t>> expected(spec.stages[c].instances);
         for (std::size_t k = 0; k < emitted.size(); ++k) {
-          const auto part = ps.partition.partition(emitted[k]);
+          const auto part = ps.partition.of(key_of(emitted[k]));
           if (part)
             expected[static_cast<std::size_t>(*part)].push_back(static_cast<std::uint32_t>(k));
           else
@@ -658,14 +404,14 @@ Findings check(const GraphSpec& spec, const Records& records, const sluice::Metr
           // Each key in order (a partition's events arrive in order, so each key's do).
           std::map<std::uint64_t, std::uint32_t> last;
           for (auto k : g) {
-            const auto key_of = ps.partition.key(emitted[k]);
-            auto it = last.find(key_of);
+            const auto pkey = ps.partition.key(key_of(emitted[k]));
+            auto it = last.find(pkey);
             if (it != last.end() && it->second >= k) {
-              f.fail("partition: key " + std::to_string(key_of) + " of " + pname +
+              f.fail("partition: key " + std::to_string(pkey) + " of " + pname +
                      " out of order at " + instance_name(spec, c, ci));
               break;
             }
-            last[key_of] = k;
+            last[pkey] = k;
           }
         }
       }
@@ -683,8 +429,8 @@ Findings check(const GraphSpec& spec, const Records& records, const sluice::Metr
     f.fail("metrics list " + std::to_string(m.edges.size()) + " edges, the graph has " +
            std::to_string(expected_edges));
   for (auto& e : m.edges) {
-    auto p = names.resolve(e.producer, 0);
-    auto c = names.resolve(e.consumer, 0);
+    auto p = spec.find(e.producer, 0);
+    auto c = spec.find(e.consumer, 0);
     ++f.checks;
     if (!p || !c) {
       f.fail("metrics name an edge " + e.producer + " -> " + e.consumer + " the graph lacks");
@@ -707,7 +453,7 @@ Findings check(const GraphSpec& spec, const Records& records, const sluice::Metr
   if (m.undelivered() != 0)
     f.fail("undelivered events after the run: " + std::to_string(m.undelivered()));
   for (auto& s : m.stages) {
-    auto where = names.resolve(s.name, s.instance);
+    auto where = spec.find(s.name, s.instance);
     ++f.checks;
     if (!where) {
       f.fail("metrics name a stage '" + s.name + "' the graph does not have");
@@ -722,7 +468,7 @@ Findings check(const GraphSpec& spec, const Records& records, const sluice::Metr
     if (s.buffered != 0) f.fail(who + " still buffers " + std::to_string(s.buffered) + " events");
     if (s.buffered > buffered_bound(spec, i)) f.fail(who + " buffered beyond its bound");
     auto& rec = records.stages[i][k];
-    if (spec.stages[i].kind != Kind::source && s.events_in != rec.received.size())
+    if (spec.stages[i].role != rg::Role::source && s.events_in != rec.received.size())
       f.fail(who + ": events_in " + std::to_string(s.events_in) + ", handled " +
              std::to_string(rec.received.size()));
     if (spec.stages[i].is_producer()) {

@@ -1,0 +1,551 @@
+#pragma once
+// Random graphs, one model for the stress suite, the reliability suite and the fuzz target:
+//   - a plain-data spec of a graph (GraphSpec): stages with their role, how the test writes them
+//     (Form), instances, options, subscriptions and dispatchers, and the run options;
+//   - a generator (generate) that draws a spec from an Entropy (a seed, or the fuzzer's bytes)
+//     within Knobs: a DAG of any shape (stress, fuzz) or a line, a source then a chain then the
+//     sinks behind the chain's last stage (reliability); valid graphs, or wild ones (fuzz) with
+//     names and values out of range, options where they do not apply, cycles and duplicates;
+//   - a builder (build) that declares a spec through the public builder, with the test's own code
+//     for each stage (see build() for what that code provides).
+// The spec is data only: what a selector accepts, what a filter keeps and where a partition
+// sends an event are functions of the event's 64-bit key (the test says what an event's key is),
+// so the stages that run a graph and the checks that check it compute the same answers.
+// Public API only.
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <sluice/sluice.hpp>
+
+namespace sluice_test::rg {
+
+// ---- where the randomness comes from ------------------------------------------------------------
+
+class Entropy {
+ public:
+  virtual ~Entropy() = default;
+  /// A whole number in [lo, hi].
+  virtual std::uint64_t number(std::uint64_t lo, std::uint64_t hi) = 0;
+  /// True with probability p.
+  virtual bool chance(double p) = 0;
+  /// Up to `max` bytes of any value.
+  virtual std::string bytes(std::size_t max) = 0;
+
+  /// A number of type T in [lo, hi] (signed ranges included).
+  template <std::integral T>
+  T uniform(T lo, T hi) {
+    const auto span = static_cast<std::uint64_t>(hi) - static_cast<std::uint64_t>(lo);
+    return static_cast<T>(static_cast<std::uint64_t>(lo) + number(0, span));
+  }
+  template <class T>
+  const T& pick(const std::vector<T>& v) {
+    return v.at(uniform<std::size_t>(0, v.size() - 1));
+  }
+  template <class T, std::size_t N>
+  const T& pick(const T (&v)[N]) {
+    return v[uniform<std::size_t>(0, N - 1)];
+  }
+};
+
+/// A seeded generator: the same seed, the same draws.
+class Seeded final : public Entropy {
+ public:
+  explicit Seeded(std::uint64_t seed) : g_(seed) {}
+  std::uint64_t number(std::uint64_t lo, std::uint64_t hi) override {
+    return std::uniform_int_distribution<std::uint64_t>(lo, hi)(g_);
+  }
+  bool chance(double p) override { return std::bernoulli_distribution(p)(g_); }
+  std::string bytes(std::size_t max) override {
+    std::string s(uniform<std::size_t>(0, max), '\0');
+    for (auto& c : s)
+      c = static_cast<char>(number(0, 255));
+    return s;
+  }
+
+ private:
+  std::mt19937_64 g_;
+};
+
+// ---- keys ---------------------------------------------------------------------------------------
+
+inline std::uint64_t mix(std::uint64_t x) {  // splitmix64's finalizer
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+/// A deterministic number per event key and salt: selectors, filters and partitions use it.
+inline std::uint64_t hash(std::uint64_t key, std::uint64_t salt) {
+  return mix(key ^ mix(salt));
+}
+
+// ---- the spec -----------------------------------------------------------------------------------
+
+/// A stage's role: producer, producer_consumer or consumer.
+enum class Role : std::uint8_t { source, stage, sink };
+
+/// How the test writes a stage: a class of its own (every role), or one of the builder's
+/// function stages.
+enum class Form : std::uint8_t {
+  handler,
+  generator,  // sources: from_generator
+  range,      // sources: from_range
+  push,       // sources: push_source (the test pushes)
+  map,
+  filter,
+  flat_map,
+  for_each,
+  collect,
+  stream,
+};
+
+enum class Dispatch : std::uint8_t { demand, broadcast, partition };
+
+/// How fast a stage's code is meant to run (the test's code decides what slow means).
+enum class Speed : std::uint8_t { fast, slow, bursty };
+
+/// A source's event count that never runs out.
+inline constexpr std::uint64_t endless = std::numeric_limits<std::uint64_t>::max();
+
+/// A broadcast subscription's selector: accepts an event when hash(key) % modulus is (or is not)
+/// `residue`.
+struct Selector {
+  bool on = false;
+  std::uint64_t salt = 0, modulus = 1, residue = 0;
+  bool accept_equal = false;  // true: few events pass; false: most do
+  bool wrong_type = false;    // wild: a selector of another event type
+  bool accepts(std::uint64_t key) const {
+    return !on || (hash(key, salt) % modulus == residue) == accept_equal;
+  }
+};
+
+/// What a producer_consumer keeps: all events (modulus 0), or those whose hash(key) % modulus is
+/// not 0.
+struct Filter {
+  std::uint64_t modulus = 0, salt = 0;
+  bool keeps(std::uint64_t key) const { return modulus == 0 || hash(key, salt) % modulus != 0; }
+};
+
+/// A partition dispatcher. `by_key`: an event's partition is its partition key (hash(key) %
+/// keys) modulo `modulus` (0: `count`), and with `drops` some keys are dropped (the hash returns
+/// an empty optional); `by_name`: the partition named "even" or "odd" after the partition key;
+/// `by_default`: the dispatcher's own hash (std::hash).
+struct Partitioning {
+  enum class By : std::uint8_t { key, name, default_hash };
+  static constexpr std::uint64_t keys = 32;
+  By by = By::key;
+  std::int64_t count = 1;
+  bool listed = false;  // wild: the partitions listed by name or number instead of counted
+  std::vector<sluice::Partition> names;
+  std::uint64_t salt = 0;
+  std::int64_t modulus = 0;  // wild: may exceed the partitions (an unknown partition)
+  bool drops = false;
+  std::optional<std::int64_t> queue_size;
+
+  std::uint64_t key(std::uint64_t k) const { return hash(k, salt) % keys; }
+  std::optional<std::int64_t> of(std::uint64_t k) const {
+    const auto pk = key(k);
+    const auto m = modulus != 0 ? modulus : count;
+    if ((drops && pk % 7 == 3) || m < 1) return std::nullopt;
+    return static_cast<std::int64_t>(pk % static_cast<std::uint64_t>(m));
+  }
+  std::string name_of(std::uint64_t k) const { return key(k) % 2 == 0 ? "even" : "odd"; }
+  sluice::Partitions partitions() const {
+    return listed ? sluice::Partitions(names) : sluice::Partitions(count);
+  }
+};
+
+/// A subscription, as the consumer declares it.
+struct Input {
+  std::size_t producer = 0;  // stage index
+  std::int64_t max_demand = sluice::default_max_demand;
+  std::optional<std::int64_t> min_demand;
+  sluice::CancelMode cancel = sluice::CancelMode::permanent;
+  Selector selector;
+  // wild:
+  std::optional<sluice::Partition> partition;
+  bool manual = false;         // DemandControl::manual
+  bool stage_options = false;  // also carries the stage's own options (compile() refuses them)
+
+  /// GenStage's consumer cuts each message into chunks of at most this many events.
+  std::int64_t chunk() const { return max_demand - min_demand.value_or(max_demand / 2); }
+};
+
+struct StageSpec {
+  Role role = Role::source;
+  Form form = Form::handler;
+  std::string name;
+  std::size_t instances = 1;
+  Speed speed = Speed::fast;
+  std::vector<std::uint64_t> counts;     // sources: events per instance (`endless`: no end)
+  std::int64_t capacity = 1000;          // push sources and streams
+  Filter filter;                         // producer_consumers
+  Dispatch dispatch = Dispatch::demand;  // producers
+  Partitioning partition;                // when dispatch == partition
+  std::optional<std::int64_t> buffer_size;
+  std::vector<Input> inputs;             // stages and sinks; inputs[0] is declared with the stage
+  std::vector<std::size_t> subscribers;  // producers: the stages subscribed to it
+  bool mutates = false;                  // handler sinks: takes std::span<E> (a broadcast refuses)
+  // wild:
+  bool keep_first = false, accumulate = false, dynamic = false;
+  std::optional<Input> stray;  // sources: subscription options where none apply
+
+  bool is_producer() const { return role != Role::sink; }
+  const Input* input_from(std::size_t producer) const {
+    for (auto& in : inputs)
+      if (in.producer == producer) return &in;
+    return nullptr;
+  }
+};
+
+struct RunSpec {
+  int concurrency = 0;
+  std::size_t quantum = 64;
+  bool direct_handoff = true;
+  bool fail_fast = true;
+  sluice::RunOptions options() const {
+    sluice::RunOptions o;
+    o.concurrency = concurrency;
+    o.quantum = quantum;
+    o.direct_handoff = direct_handoff;
+    o.fail_fast = fail_fast;
+    return o;
+  }
+};
+
+struct GraphSpec {
+  std::uint64_t seed = 0;
+  std::vector<StageSpec> stages;
+  RunSpec run;
+
+  /// The graph, one stage per line, for a failure's message.
+  std::string describe() const;
+  /// An instance's name as metrics and errors give it: the stage's name, "#i" after it when the
+  /// stage has several instances.
+  std::string instance_name(std::size_t stage, std::size_t instance) const;
+  /// The (stage, instance) a name from the metrics names ("pc3", "pc3#1"); `instance` when the
+  /// name has no "#".
+  std::optional<std::pair<std::size_t, std::size_t>> find(std::string_view name,
+                                                          std::size_t instance = 0) const;
+  /// The stage that feeds the sinks in a line (Shape::line): the last producer.
+  std::size_t fan_out() const;
+};
+
+// ---- the generator ------------------------------------------------------------------------------
+
+enum class Shape : std::uint8_t {
+  dag,   // sources, then stages that subscribe to earlier producers (fan-in too)
+  line,  // one source, a chain of producer_consumers, the sinks behind the chain's last stage
+};
+
+/// What generate() may draw. Probabilities are per stage or per subscription.
+struct Knobs {
+  Shape shape = Shape::dag;
+  std::size_t min_stages = 2, max_stages = 12;  // max_stages bounds a line too
+  std::size_t max_sources = 3;                  // dag
+  double stage_share = 0.6;  // dag: a stage after the sources is a producer_consumer
+  double fan_in = 0.25;      // dag: a consumer also subscribes to a second producer
+  std::size_t min_chain = 0, max_chain = 2, max_sinks = 3;  // line
+  std::size_t max_instances = 3;
+  std::vector<Form> source_forms{Form::handler}, stage_forms{Form::handler},
+      sink_forms{Form::handler};
+  double broadcast = 0.30, partition = 0.25;  // a producer's dispatcher (else demand)
+  /// line: false puts a producer_consumer between the source and a broadcast.
+  bool source_broadcasts = true;
+  double selector = 0.4;    // a broadcast's subscription selects
+  double hash_drops = 0.0;  // a partition hash drops some keys
+  double filter = 0.3;      // a handler producer_consumer filters (filter stages always do)
+  /// A subscription's max_demand: one of these, or (empty) 1-10, 11-200 or 201-2000.
+  std::vector<std::int64_t> max_demands;
+  bool one_max_demand = false;  // the same max_demand for every subscription
+  double min_demand = 0.7;      // a subscription sets min_demand
+  bool cancel_modes = false;    // a subscription's cancel mode is drawn (else permanent)
+  double source_buffer = 0.3, stage_buffer = 0.5;
+  bool speeds = false;  // some stages slow or bursty
+  /// Sources: counts that keep the deliveries over every edge within this budget (dag); 0: each
+  /// source emits up to `max_events` per instance, or (0) is endless.
+  std::uint64_t deliveries = 0, max_events = 0;
+  bool random_run = false;  // draw the run options (else the defaults)
+  /// Names and values out of range, options where they do not apply, `max_extra` extra
+  /// subscriptions (cycles, self-loops, twice the same), producers nobody subscribes to.
+  bool wild = false;
+  std::size_t max_extra = 5;
+};
+
+GraphSpec generate(Entropy& entropy, const Knobs& knobs);
+/// The same from a seed (kept in the spec).
+GraphSpec generate(std::uint64_t seed, const Knobs& knobs);
+
+// ---- the builder --------------------------------------------------------------------------------
+
+/// What build() declared, besides the graph.
+template <class E>
+struct Built {
+  sluice::Graph graph;
+  std::vector<sluice::PushHandle<E>> pushes;     // the push sources', in stage order
+  std::vector<sluice::PullStream<E>> streams;    // the streams', in stage order
+  std::deque<std::vector<E>> collected;          // what each collect stage fills, in stage order
+  std::vector<std::string> refused_dispatchers;  // wild: declarations that threw option_error
+};
+
+namespace detail {
+
+[[noreturn]] inline void no_code(const StageSpec& s, const char* what) {
+  throw std::logic_error("random graph: stage '" + s.name + "' needs " + what +
+                         ", which the test's code does not provide");
+}
+
+/// Stands for build()'s declare function in a requires-expression.
+struct AnyHash {
+  template <class Hash>
+  void operator()(Hash) const {}
+};
+
+template <class E, class Code>
+class Builder {
+ public:
+  Builder(const GraphSpec& spec, Code& code) : spec_(spec), code_(code) {}
+
+  Built<E> build() {
+    const auto n = spec_.stages.size();
+    sources_.resize(n);
+    stages_.resize(n);
+    sinks_.resize(n);
+    for (std::size_t i = 0; i < n; ++i)
+      declare(i);
+    for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t k = 1; k < spec_.stages[i].inputs.size(); ++k)
+        with_producer(spec_.stages[i].inputs[k].producer, [&](auto& producer) {
+          auto o = subscription(i, k);
+          if (stages_[i])
+            stages_[i]->subscribe(producer, std::move(o));
+          else if (sinks_[i])
+            sinks_[i]->subscribe(producer, std::move(o));
+          else
+            throw std::logic_error("random graph: stage '" + spec_.stages[i].name +
+                                   "' cannot take another subscription");
+        });
+    return std::move(out_);
+  }
+
+ private:
+  template <class F>
+  void with_producer(std::size_t p, F&& f) {
+    if (sources_[p])
+      f(*sources_[p]);
+    else if (stages_[p])
+      f(*stages_[p]);
+    else
+      throw std::logic_error("random graph: stage " + std::to_string(p) + " is no producer");
+  }
+
+  sluice::StageOptions own_options(const StageSpec& s) const {
+    sluice::StageOptions o;
+    o.instances = s.instances;
+    o.buffer_size = s.buffer_size;
+    if (s.keep_first) o.buffer_keep = sluice::BufferKeep::first;
+    if (s.accumulate) o.demand_mode = sluice::DemandMode::accumulate;
+    o.dynamic = s.dynamic;
+    return o;
+  }
+
+  /// Sets the subscription fields of `o` from `in` (input `k` of stage `i`; a stray one on a
+  /// source when k is npos).
+  void set_subscription(sluice::StageOptions& o, const Input& in, std::size_t i, std::size_t k) {
+    o.max_demand = in.max_demand;
+    o.min_demand = in.min_demand;
+    o.cancel = in.cancel;
+    o.partition = in.partition;
+    if (in.manual) o.demand = sluice::DemandControl::manual;
+    using Other = std::conditional_t<std::is_same_v<E, long>, int, long>;
+    if (in.selector.wrong_type) {
+      o.selector = sluice::selector<Other>([](const Other&) { return true; });
+    } else if (in.selector.on) {
+      if (k == std::string::npos) {
+        o.selector = sluice::selector<E>([](const E&) { return true; });
+      } else if constexpr (requires { code_.selector(i, k); }) {
+        o.selector = sluice::selector<E>(code_.selector(i, k));
+      } else {
+        no_code(spec_.stages[i], "selector(stage, input)");
+      }
+    }
+  }
+
+  /// The options of stage i's subscription k (k > 0: an extra one, declared by subscribe()).
+  sluice::StageOptions subscription(std::size_t i, std::size_t k) {
+    auto& s = spec_.stages[i];
+    auto& in = s.inputs[k];
+    auto o = in.stage_options ? own_options(s) : sluice::StageOptions{};
+    set_subscription(o, in, i, k);
+    return o;
+  }
+
+  void declare(std::size_t i) {
+    auto& s = spec_.stages[i];
+    if (s.role == Role::source) {
+      auto o = own_options(s);
+      if (s.stray) set_subscription(o, *s.stray, i, std::string::npos);
+      sources_[i] = declare_source(s, i, std::move(o));
+      set_dispatcher(*sources_[i], s, i);
+      return;
+    }
+    auto o = own_options(s);
+    set_subscription(o, s.inputs.at(0), i, 0);
+    with_producer(s.inputs[0].producer, [&](auto& p) {
+      if (s.role == Role::stage) {
+        stages_[i] = declare_stage(p, s, i, std::move(o));
+        set_dispatcher(*stages_[i], s, i);
+      } else {
+        declare_sink(p, s, i, std::move(o));
+      }
+    });
+  }
+
+  sluice::Stage<void, E> declare_source(const StageSpec& s, std::size_t i, sluice::StageOptions o) {
+    auto& g = out_.graph;
+    switch (s.form) {
+      case Form::handler:
+        if constexpr (requires { code_.source(i); })
+          return g.template source<E>(s.name, code_.source(i), std::move(o));
+        no_code(s, "source(stage)");
+      case Form::generator:
+        if constexpr (requires { code_.generator(i); })
+          return g.source(s.name, sluice::from_generator(code_.generator(i)), std::move(o));
+        no_code(s, "generator(stage)");
+      case Form::range:
+        if constexpr (requires { code_.range(i); })
+          return g.source(s.name, sluice::from_range(code_.range(i)), std::move(o));
+        no_code(s, "range(stage)");
+      case Form::push: {
+        auto [handle, stage] = g.template push_source<E>(s.name, s.capacity, std::move(o));
+        out_.pushes.push_back(std::move(handle));
+        return stage;
+      }
+      default:
+        no_code(s, "a source form");
+    }
+  }
+
+  template <class P>
+  sluice::Stage<E, E> declare_stage(P& p, const StageSpec& s, std::size_t i,
+                                    sluice::StageOptions o) {
+    switch (s.form) {
+      case Form::handler:
+        if constexpr (requires { code_.stage(i); })
+          return p.template then<E>(s.name, code_.stage(i), std::move(o));
+        no_code(s, "stage(stage)");
+      case Form::map:
+        if constexpr (requires { code_.map(i); }) return p.map(s.name, code_.map(i), std::move(o));
+        no_code(s, "map(stage)");
+      case Form::filter:
+        if constexpr (requires { code_.filter(i); })
+          return p.filter(s.name, code_.filter(i), std::move(o));
+        no_code(s, "filter(stage)");
+      case Form::flat_map:
+        if constexpr (requires { code_.flat_map(i); })
+          return p.flat_map(s.name, code_.flat_map(i), std::move(o));
+        no_code(s, "flat_map(stage)");
+      default:
+        no_code(s, "a producer_consumer form");
+    }
+  }
+
+  template <class P>
+  void declare_sink(P& p, const StageSpec& s, std::size_t i, sluice::StageOptions o) {
+    switch (s.form) {
+      case Form::handler:
+        if (s.mutates) {
+          if constexpr (requires { code_.mutating_sink(i); })
+            sinks_[i] = p.to(s.name, code_.mutating_sink(i), std::move(o));
+          else
+            no_code(s, "mutating_sink(stage)");
+        } else if constexpr (requires { code_.sink(i); }) {
+          sinks_[i] = p.to(s.name, code_.sink(i), std::move(o));
+        } else {
+          no_code(s, "sink(stage)");
+        }
+        return;
+      case Form::for_each:
+        if constexpr (requires { code_.for_each(i); })
+          sinks_[i] = p.for_each(s.name, code_.for_each(i), std::move(o));
+        else
+          no_code(s, "for_each(stage)");
+        return;
+      case Form::collect:
+        sinks_[i] = p.collect(s.name, out_.collected.emplace_back(), std::move(o));
+        return;
+      case Form::stream:
+        out_.streams.push_back(p.stream(s.name, s.capacity));
+        return;
+      default:
+        no_code(s, "a consumer form");
+    }
+  }
+
+  template <class P>
+  void set_dispatcher(P& producer, const StageSpec& s, std::size_t i) {
+    if (s.dispatch == Dispatch::demand) return;
+    try {
+      if (s.dispatch == Dispatch::broadcast) {
+        producer.broadcast();
+        return;
+      }
+      sluice::PartitionDispatcherOptions po;
+      if (s.partition.queue_size) po.queue_size = *s.partition.queue_size;
+      if (s.partition.by == Partitioning::By::default_hash) {
+        if constexpr (requires(const E& e) { std::hash<E>{}(e); })
+          producer.partition(s.partition.partitions(), po);
+        else
+          no_code(s, "std::hash of its events (the partition's default hash)");
+      } else if constexpr (requires { code_.partition(i, AnyHash{}); }) {
+        code_.partition(i, [&](auto hash) {
+          producer.partition(s.partition.partitions(), std::move(hash), po);
+        });
+      } else {
+        no_code(s, "partition(stage, declare)");
+      }
+    } catch (const sluice::option_error& e) {
+      out_.refused_dispatchers.push_back(e.what());
+    }
+  }
+
+  const GraphSpec& spec_;
+  Code& code_;
+  Built<E> out_;
+  std::vector<std::optional<sluice::Stage<void, E>>> sources_;
+  std::vector<std::optional<sluice::Stage<E, E>>> stages_;
+  std::vector<std::optional<sluice::Stage<E, void>>> sinks_;
+};
+
+}  // namespace detail
+
+/// Declares `spec` through the public builder, with events of type E. `code` writes the stages:
+/// for each form the spec uses, it has the member that returns stage i's code.
+///   sources            source(i): a handler class;  generator(i): a () -> std::optional<E>;
+///                      range(i): a range of E (push sources need nothing)
+///   producer_consumers stage(i): a handler class;  map(i), filter(i), flat_map(i): functions
+///   consumers          sink(i): a handler class;  mutating_sink(i): one taking std::span<E>;
+///                      for_each(i): a function (collect and stream need nothing)
+///   selectors          selector(i, k): the predicate of stage i's subscription k
+///   partitions         partition(i, declare): calls declare(hash) with producer i's hash
+/// A member the spec needs and the code lacks is a std::logic_error.
+template <class E, class Code>
+Built<E> build(const GraphSpec& spec, Code& code) {
+  return detail::Builder<E, Code>(spec, code).build();
+}
+
+}  // namespace sluice_test::rg
