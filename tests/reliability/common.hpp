@@ -1,6 +1,7 @@
 // Shared by the reliability suite: the event type (a heap-allocated string, so LeakSanitizer sees
-// any event a failure path forgets), seeds, and the watchdog that turns a hang into a failure
-// with a metrics dump.
+// any event a failure path forgets), seeds, the watchdog that turns a hang into a failure with a
+// metrics dump, and the balance every run's counters must strike. The graphs come from the shared
+// random-graph model (support/random_graph.hpp).
 #pragma once
 
 #include <atomic>
@@ -20,10 +21,16 @@
 
 #include <doctest/doctest.h>
 
+#include <support/random_graph.hpp>
+#include <support/stages.hpp>
+
 namespace rel {
 
-/// An event: an id (what hashes, filters and selectors look at) and a body long enough to live
-/// on the heap.
+namespace rg = sluice_test::rg;
+using sluice_test::quiet;
+
+/// An event: an id (its key: what partitions, filters and selectors look at) and a body long
+/// enough to live on the heap.
 struct Ev {
   std::uint64_t id = 0;
   std::string body;
@@ -71,13 +78,6 @@ inline std::vector<std::uint64_t> seeds(std::uint64_t base, int count) {
   for (std::uint64_t i = 0; i < n; ++i)
     out.push_back(base + i);
   return out;
-}
-
-inline sluice::RunOptions quiet(bool fail_fast = true) {
-  sluice::RunOptions o;
-  o.fail_fast = fail_fast;
-  o.logger = [](sluice::LogLevel, std::string_view) {};
-  return o;
 }
 
 inline std::string dump(const sluice::Metrics& m) {
@@ -162,8 +162,53 @@ inline bool is_instance_of(const std::string& instance, const std::string& stage
   return instance == stage || instance.rfind(stage + "#", 0) == 0;
 }
 
-inline std::string instance_name(const std::string& stage, std::size_t instances, std::size_t i) {
-  return instances == 1 ? stage : stage + "#" + std::to_string(i);
+// ---- the balance ----------------------------------------------------------------------------
+
+using i64 = std::int64_t;
+
+inline i64 as_signed(std::uint64_t v) {
+  return static_cast<i64>(v);
+}
+
+/// What the stages' metrics count as dropped and as filtered.
+struct Dropped {
+  i64 dropped = 0, filtered = 0;
+};
+inline Dropped dropped_and_filtered(const sluice::Metrics& m) {
+  Dropped d;
+  for (auto& st : m.stages) {
+    d.dropped += as_signed(st.dropped);
+    d.filtered += as_signed(st.filtered);
+  }
+  return d;
+}
+
+/// The extra copies a broadcast at stage `x` made: what it sent over its edges, plus what its
+/// subscriptions' selectors rejected (`rejected`), less what it dispatched once (`emitted`, less
+/// what it kept back: dropped or lost).
+inline i64 broadcast_copies(const sluice::Metrics& m, const std::string& x, i64 emitted,
+                            i64 rejected) {
+  i64 sent = 0, kept_back = 0;
+  for (auto& e : m.edges)
+    if (is_instance_of(e.producer, x)) sent += as_signed(e.sent);
+  for (auto& st : m.stages)
+    if (is_instance_of(st.name, x)) kept_back += as_signed(st.dropped + st.lost);
+  return sent + rejected - (emitted - kept_back);
+}
+
+/// Every event is accounted for:
+/// produced + copies == delivered + dropped + filtered + undelivered.
+inline void check_balance(const sluice::Metrics& m, i64 produced, i64 copies, i64 delivered,
+                          i64 dropped, i64 filtered) {
+  const i64 undelivered = as_signed(m.undelivered());
+  CAPTURE(produced);
+  CAPTURE(copies);
+  CAPTURE(delivered);
+  CAPTURE(dropped);
+  CAPTURE(filtered);
+  CAPTURE(undelivered);
+  INFO(dump(m));
+  CHECK(produced + copies == delivered + dropped + filtered + undelivered);
 }
 
 }  // namespace rel

@@ -1,8 +1,8 @@
-// Drain and cancel under load: random graphs fed by fast endless generators or by application
-// threads pushing, stopped when the sinks have seen a random number of events (never after a
-// random sleep) by drain(), cancel() (from the test thread or another one), request_cancel() from
-// inside a stage, or by destroying the Run. Then: no exception escapes a destructor, whatever
-// state the objects are destroyed in.
+// Drain and cancel under load: random graphs (the shared model's lines) fed by fast endless
+// generators or by application threads pushing, stopped when the sinks have seen a random number of
+// events (never after a random sleep) by drain(), cancel() (from the test thread or another one),
+// request_cancel() from inside a stage, or by destroying the Run. Then: no exception escapes a
+// destructor, whatever state the objects are destroyed in.
 //
 // Seeded: each failure prints its seed; SLUICE_FAULT_SEED=<seed> replays one.
 #include <algorithm>
@@ -11,7 +11,6 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -21,6 +20,7 @@
 
 namespace {
 
+namespace rg = sluice_test::rg;
 using rel::Ev;
 
 enum class Stop {
@@ -39,233 +39,149 @@ constexpr const char* stop_names[] = {"drain",
                                       "request_cancel from a stage",
                                       "destroying the Run"};
 
-enum class Disp { demand, partition, broadcast };
-
 struct Counters {
   std::atomic<std::uint64_t> generated{0};  // by the generators
   std::atomic<std::uint64_t> pushed{0};     // successful pushes
   std::atomic<std::uint64_t> delivered{0};
   std::atomic<std::uint64_t> rejected_filter{0};
   std::atomic<std::uint64_t> rejected_selector{0};
-  std::array<std::atomic<std::uint64_t>, 8> emitted{};
-  std::atomic<sluice::Run*> run{nullptr};  // for request_cancel from a stage
+  std::array<std::atomic<std::uint64_t>, 8> emitted{};  // by stage
+  std::atomic<sluice::Run*> run{nullptr};               // for request_cancel from a stage
   std::atomic<bool> requested{false};
   std::uint64_t request_at = 0;
 };
 
+/// A random line (support/random_graph.hpp): an endless generator or a push source, a chain of
+/// 0 to 2 maps and filters, and the sinks behind the chain's last stage; and how it is stopped.
 struct Scenario {
-  std::uint64_t seed = 0;
+  rg::GraphSpec graph;
   Stop stop = Stop::drain;
-  bool push = false;  // a push source (else a generator)
-  std::size_t source_instances = 1;
-  std::size_t pushers = 1;
-  std::ptrdiff_t capacity = 16;
-  std::vector<bool> chain;  // true: a filter, false: a map
-  std::vector<std::size_t> chain_instances;
-  Disp disp = Disp::demand;
-  std::size_t sinks = 1;
-  std::vector<std::size_t> sink_instances;
-  std::vector<bool> selectors;
-  std::int64_t max_demand = 64;
+  std::size_t pushers = 1;    // threads pushing into a push source
   std::uint64_t stop_at = 0;  // events the sinks have seen
 
+  bool push() const { return graph.stages[0].form == rg::Form::push; }
+  std::size_t fan() const { return graph.fan_out(); }
+  rg::Dispatch disp() const { return graph.stages[fan()].dispatch; }
   std::string describe() const {
-    static constexpr const char* disps[] = {"demand", "partition", "broadcast"};
-    std::string s = std::string(stop_names[static_cast<int>(stop)]) + " at " +
-                    std::to_string(stop_at) + "; " +
-                    (push ? "push source (" + std::to_string(pushers) + " threads, capacity " +
-                                std::to_string(capacity) + ")"
-                          : "generator x" + std::to_string(source_instances)) +
-                    "; chain:";
-    for (std::size_t i = 0; i < chain.size(); ++i)
-      s += std::string(chain[i] ? " filter" : " map") + " x" + std::to_string(chain_instances[i]);
-    s += "; " + std::string(disps[static_cast<int>(disp)]) + " to " + std::to_string(sinks) +
-         " sinks; max_demand " + std::to_string(max_demand);
-    return s;
+    std::string s =
+        std::string(stop_names[static_cast<int>(stop)]) + " at " + std::to_string(stop_at);
+    if (push()) s += "; " + std::to_string(pushers) + " threads push";
+    return s + "\n" + graph.describe();
   }
 };
 
 Scenario make_scenario(std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  auto pick = [&](std::uint64_t n) { return static_cast<std::size_t>(rng() % n); };
+  rg::Seeded e(seed);
   Scenario s;
-  s.seed = seed;
   s.stop = static_cast<Stop>(seed % stop_kinds);
-  s.push = pick(3) == 0;
-  s.source_instances = s.push ? 1 : 1 + pick(2);
-  s.pushers = 1 + pick(2);
-  s.capacity = static_cast<std::ptrdiff_t>(1 + pick(64));
-  const auto chain = pick(3);
-  for (std::size_t i = 0; i < chain; ++i) {
-    s.chain.push_back(pick(2) == 0);
-    s.chain_instances.push_back(1 + pick(2));
-  }
-  s.disp = static_cast<Disp>(pick(3));
-  if (s.push && s.chain.empty() && s.disp == Disp::broadcast) {
-    // A push source's own emitted count comes from its counters, which count a broadcast's
-    // copies: give the broadcast to a stage after it.
-    s.chain.push_back(false);
-    s.chain_instances.push_back(1);
-  }
-  s.sinks = s.disp == Disp::partition ? 1 : 1 + pick(3);
-  for (std::size_t i = 0; i < s.sinks; ++i) {
-    s.sink_instances.push_back(s.disp == Disp::partition ? 2 + pick(2) : 1 + pick(2));
-    s.selectors.push_back(s.disp == Disp::broadcast && pick(2) == 0);
-  }
-  static constexpr std::int64_t demands[] = {1, 3, 64, 1000};
-  s.max_demand = demands[pick(4)];
-  s.stop_at = 1 + pick(20000);
+  const bool push = e.uniform<int>(0, 2) == 0;
+  rg::Knobs k;
+  k.shape = rg::Shape::line;
+  k.max_stages = 6;
+  k.max_instances = 2;
+  k.source_forms = {push ? rg::Form::push : rg::Form::generator};
+  k.stage_forms = {rg::Form::map, rg::Form::filter};
+  k.sink_forms = {rg::Form::for_each};
+  k.broadcast = 1.0 / 3;
+  k.partition = 1.0 / 3;
+  // A push source's own emitted count comes from its counters, which count a broadcast's
+  // copies: a stage after it broadcasts instead.
+  k.source_broadcasts = !push;
+  k.selector = 0.5;
+  k.max_demands = {1, 3, 64, 1000};
+  k.one_max_demand = true;
+  k.min_demand = 0.0;
+  k.source_buffer = 0.0;
+  k.stage_buffer = 0.0;
+  s.graph = rg::generate(e, k);
+  s.graph.seed = seed;
+  s.pushers = e.uniform<std::size_t>(1, 2);
+  s.stop_at = e.uniform<std::uint64_t>(1, 20000);
   return s;
 }
 
 using CountersPtr = std::shared_ptr<Counters>;
 
-/// The fan-out stage's index in Counters::emitted: 0 the source, i + 1 chain stage i.
-class Builder {
- public:
-  Builder(const Scenario& s, CountersPtr c) : s_(s), c_(std::move(c)) {}
+/// The scenario's stages, for the shared builder: endless generators, functions that count what
+/// they pass and reject, sinks that count deliveries (and may request the cancel).
+struct Code {
+  const Scenario& s;
+  CountersPtr c;
 
-  sluice::Graph graph;
-  std::optional<sluice::PushHandle<Ev>> handle;
-
-  void build() {
-    sluice::StageOptions o;
-    o.instances = s_.source_instances;
-    if (s_.push) {
-      auto [h, src] = graph.push_source<Ev>("src", s_.capacity);
-      handle = h;
-      next(src, 0);
-    } else {
-      auto src = graph.source(
-          "src",
-          sluice::from_generator([c = c_, i = std::uint64_t{0}]() mutable -> std::optional<Ev> {
-            c->generated.fetch_add(1, std::memory_order_relaxed);
-            c->emitted[0].fetch_add(1, std::memory_order_relaxed);
-            return rel::make_ev(i++);
-          }),
-          o);
-      next(src, 0);
-    }
+  auto generator(std::size_t) const {
+    return [c = c, i = std::uint64_t{0}]() mutable -> std::optional<Ev> {
+      c->generated.fetch_add(1, std::memory_order_relaxed);
+      c->emitted[0].fetch_add(1, std::memory_order_relaxed);
+      return rel::make_ev(i++);
+    };
   }
-
- private:
-  sluice::StageOptions opts(std::size_t instances) const {
-    sluice::StageOptions o;
-    o.instances = instances;
-    o.max_demand = s_.max_demand;
-    return o;
+  auto map(std::size_t i) const {
+    return [c = c, i](Ev e) {
+      c->emitted[i].fetch_add(1, std::memory_order_relaxed);
+      e.id = e.id * 7 + 1;
+      return e;
+    };
   }
-
-  template <class In>
-  void next(sluice::Stage<In, Ev> prev, std::size_t i) {
-    if (i == s_.chain.size()) return fan_out(prev, i);
-    const auto slot = i + 1;
-    if (s_.chain[i]) {
-      next(prev.filter(
-               "p" + std::to_string(slot),
-               [c = c_, slot](const Ev& e) {
-                 const bool keep = e.id % 5 != 2;
-                 if (keep)
-                   c->emitted[slot].fetch_add(1, std::memory_order_relaxed);
-                 else
-                   c->rejected_filter.fetch_add(1, std::memory_order_relaxed);
-                 return keep;
-               },
-               opts(s_.chain_instances[i])),
-           i + 1);
-    } else {
-      next(prev.map(
-               "p" + std::to_string(slot),
-               [c = c_, slot](Ev e) {
-                 c->emitted[slot].fetch_add(1, std::memory_order_relaxed);
-                 e.id = e.id * 7 + 1;
-                 return e;
-               },
-               opts(s_.chain_instances[i])),
-           i + 1);
-    }
+  auto filter(std::size_t i) const {
+    return [c = c, i, f = s.graph.stages[i].filter](const Ev& e) {
+      const bool keep = f.keeps(e.id);
+      if (keep)
+        c->emitted[i].fetch_add(1, std::memory_order_relaxed);
+      else
+        c->rejected_filter.fetch_add(1, std::memory_order_relaxed);
+      return keep;
+    };
   }
-
-  template <class In>
-  void fan_out(sluice::Stage<In, Ev> x, std::size_t) {
-    if (s_.disp == Disp::broadcast) x.broadcast();
-    if (s_.disp == Disp::partition) {
-      const auto parts = s_.sink_instances[0];
-      x.partition(sluice::Partitions(parts),
-                  [parts](Ev& e) { return static_cast<std::size_t>((e.id / 3) % parts); });
-    }
-    for (std::size_t k = 0; k < s_.sinks; ++k) {
-      auto o = opts(s_.sink_instances[k]);
-      if (s_.selectors[k])
-        o.selector = sluice::selector<Ev>([c = c_, k](const Ev& e) {
-          const bool keep = (e.id + k) % 3 != 0;
-          if (!keep) c->rejected_selector.fetch_add(1, std::memory_order_relaxed);
-          return keep;
-        });
-      x.for_each(
-          "k" + std::to_string(k),
-          [c = c_](const Ev& e) {
-            if (e.body.empty()) throw std::logic_error("an event lost its body");
-            const auto n = c->delivered.fetch_add(1, std::memory_order_relaxed) + 1;
-            // At the first delivery from request_at on once the test thread has published the
-            // Run (a sink can get there before it does; the sources are endless, so one comes).
-            if (c->request_at != 0 && n >= c->request_at && !c->requested.load())
-              if (auto* r = c->run.load(); r != nullptr && !c->requested.exchange(true))
-                r->request_cancel();
-          },
-          o);
-    }
+  auto selector(std::size_t i, std::size_t k) const {
+    return [c = c, sel = s.graph.stages[i].inputs[k].selector](const Ev& e) {
+      const bool keep = sel.accepts(e.id);
+      if (!keep) c->rejected_selector.fetch_add(1, std::memory_order_relaxed);
+      return keep;
+    };
   }
-
-  const Scenario& s_;
-  CountersPtr c_;
+  template <class Declare>
+  void partition(std::size_t i, Declare&& declare) const {
+    declare([p = s.graph.stages[i].partition](Ev& e) { return p.of(e.id); });
+  }
+  auto for_each(std::size_t) const {
+    return [c = c](const Ev& e) {
+      if (e.body.empty()) throw std::logic_error("an event lost its body");
+      const auto n = c->delivered.fetch_add(1, std::memory_order_relaxed) + 1;
+      // At the first delivery from request_at on once the test thread has published the
+      // Run (a sink can get there before it does; the sources are endless, so one comes).
+      if (c->request_at != 0 && n >= c->request_at && !c->requested.load())
+        if (auto* r = c->run.load(); r != nullptr && !c->requested.exchange(true))
+          r->request_cancel();
+    };
+  }
 };
 
-using i64 = std::int64_t;
-i64 as_signed(std::uint64_t v) {
-  return static_cast<i64>(v);
-}
+using rel::as_signed;
+using rel::i64;
 
 /// produced + copies == delivered + dropped + filtered + undelivered, where `produced` is what
 /// the generators made (or, for a push source, `push_emitted`), and `copies` the extra copies a
 /// broadcast made.
 void check_accounting(const Scenario& s, Counters& c, const sluice::Metrics& m,
                       std::uint64_t produced) {
-  i64 dropped = 0, filtered = 0;
-  for (auto& st : m.stages) {
-    dropped += as_signed(st.dropped);
-    filtered += as_signed(st.filtered);
-  }
+  auto [dropped, filtered] = rel::dropped_and_filtered(m);
   filtered += as_signed(c.rejected_filter.load() + c.rejected_selector.load());
   i64 copies = 0;
-  if (s.disp == Disp::broadcast) {
-    const auto x = s.chain.empty() ? std::string("src") : "p" + std::to_string(s.chain.size());
-    i64 sent = 0, kept_back = 0;
-    for (auto& e : m.edges)
-      if (rel::is_instance_of(e.producer, x)) sent += as_signed(e.sent);
-    for (auto& st : m.stages)
-      if (rel::is_instance_of(st.name, x)) kept_back += as_signed(st.dropped + st.lost);
-    const auto emitted = s.chain.empty() ? produced : c.emitted[s.chain.size()].load();
-    copies = sent + as_signed(c.rejected_selector.load()) - (as_signed(emitted) - kept_back);
+  if (s.disp() == rg::Dispatch::broadcast) {
+    const auto emitted = s.fan() == 0 ? produced : c.emitted[s.fan()].load();
+    copies = rel::broadcast_copies(m, s.graph.stages[s.fan()].name, as_signed(emitted),
+                                   as_signed(c.rejected_selector.load()));
   }
-  const i64 delivered = as_signed(c.delivered.load());
-  const i64 undelivered = as_signed(m.undelivered());
-  CAPTURE(produced);
-  CAPTURE(copies);
-  CAPTURE(delivered);
-  CAPTURE(dropped);
-  CAPTURE(filtered);
-  CAPTURE(undelivered);
-  INFO(rel::dump(m));
-  CHECK(as_signed(produced) + copies == delivered + dropped + filtered + undelivered);
+  rel::check_balance(m, as_signed(produced), copies, as_signed(c.delivered.load()), dropped,
+                     filtered);
 }
 
 /// The events the push source took in: what it sent, dropped, or still held when it stopped
 /// (in its buffer or in the push handle's queue: both are counted as lost).
-std::uint64_t push_emitted(const sluice::Metrics& m) {
+std::uint64_t push_emitted(const Scenario& s, const sluice::Metrics& m) {
   std::uint64_t n = 0;
   for (auto& st : m.stages)
-    if (st.name == "src") n += st.events_out + st.dropped + st.lost;
+    if (st.name == s.graph.stages[0].name) n += st.events_out + st.dropped + st.lost;
   return n;
 }
 
@@ -309,15 +225,15 @@ struct Pushers {
 void run_scenario(const Scenario& s) {
   auto c = std::make_shared<Counters>();
   if (s.stop == Stop::request_from_stage) c->request_at = s.stop_at;
-  Builder b(s, c);
-  b.build();
+  Code code{s, c};
+  auto built = rg::build<Ev>(s.graph, code);
   const bool draining = s.stop == Stop::drain || s.stop == Stop::drain_from_thread;
   Pushers pushers;
   std::optional<sluice::Run> run_slot;
-  run_slot.emplace(b.graph.run(rel::quiet()));
+  run_slot.emplace(built.graph.run(rel::quiet()));
   auto& run = *run_slot;
   c->run = &run;
-  if (s.push) pushers.start(*b.handle, s.pushers, draining, c);
+  if (s.push()) pushers.start(built.pushes.at(0), s.pushers, draining, c);
   auto mine = [&] { return c->delivered.load() + c->pushed.load() + c->generated.load(); };
   if (!rel::await(
           run, [&] { return c->delivered.load() >= s.stop_at || run.done(); },
@@ -377,17 +293,17 @@ void run_scenario(const Scenario& s) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       if (!gone.load()) {
         std::fprintf(stderr, "reliability: seed %llu: ~Run does not return\n",
-                     static_cast<unsigned long long>(s.seed));
+                     static_cast<unsigned long long>(s.graph.seed));
         std::abort();
       }
       t.join();
-      if (s.push) b.handle->close();
+      if (s.push()) built.pushes[0].close();
       pushers.join();
       return;
     }
   }
-  if (s.push) {
-    b.handle->close();
+  if (s.push()) {
+    built.pushes[0].close();
     pushers.join();
   }
   REQUIRE(run.done());
@@ -400,13 +316,13 @@ void run_scenario(const Scenario& s) {
       CHECK(st.dropped == 0);
       CHECK(st.stop_reason == "normal");
     }
-    const auto produced = s.push ? c->pushed.load() : c->generated.load();
-    if (s.push) CHECK(push_emitted(m) == c->pushed.load());
+    const auto produced = s.push() ? c->pushed.load() : c->generated.load();
+    if (s.push()) CHECK(push_emitted(s, m) == c->pushed.load());
     check_accounting(s, *c, m, produced);
   } else {
     // A cancel loses events but reports each: every successful push is sent, dropped or lost.
-    const auto produced = s.push ? c->pushed.load() : c->generated.load();
-    if (s.push) CHECK(push_emitted(m) == c->pushed.load());
+    const auto produced = s.push() ? c->pushed.load() : c->generated.load();
+    if (s.push()) CHECK(push_emitted(s, m) == c->pushed.load());
     check_accounting(s, *c, m, produced);
   }
 }
@@ -416,7 +332,7 @@ void run_scenario(const Scenario& s) {
 TEST_SUITE("reliability.drain_cancel") {
 
 bool drains_a_push_source(const Scenario& s) {
-  return s.push && (s.stop == Stop::drain || s.stop == Stop::drain_from_thread);
+  return s.push() && (s.stop == Stop::drain || s.stop == Stop::drain_from_thread);
 }
 
 TEST_CASE("drain and cancel under load: nothing is lost or every loss is reported") {

@@ -103,10 +103,8 @@ class Generator {
     s.instances = s.form == Form::push ? 1 : e_.uniform<std::size_t>(1, k_.max_instances);
     if (k_.speeds && !e_.chance(0.6)) s.speed = e_.chance(0.625) ? Speed::slow : Speed::bursty;
     if (role == Role::stage &&
-        (s.form == Form::filter || (s.form == Form::handler && e_.chance(k_.filter)))) {
-      s.filter.modulus = e_.uniform<std::uint64_t>(2, 4);
-      s.filter.salt = e_.uniform<std::uint64_t>(0, 1'000'000);
-    }
+        (s.form == Form::filter || (s.form == Form::handler && e_.chance(k_.filter))))
+      s.filter = Filter::drawn(e_);
     if (s.form == Form::push) {
       static constexpr I64 wild_capacities[] = {-5, 0, 1, 2, 16, 1000, 1 << 20};
       s.capacity = k_.wild ? e_.pick(wild_capacities) : e_.uniform<I64>(1, 64);
@@ -172,13 +170,8 @@ class Generator {
     if (e_.chance(k_.min_demand) && in.max_demand >= 1)
       in.min_demand = e_.uniform<I64>(0, in.max_demand - 1);
     if (k_.cancel_modes) in.cancel = static_cast<sluice::CancelMode>(e_.uniform<int>(0, 2));
-    if (p.dispatch == Dispatch::broadcast && e_.chance(k_.selector)) {
-      in.selector.on = true;
-      in.selector.salt = e_.uniform<std::uint64_t>(0, 1'000'000);
-      in.selector.modulus = e_.uniform<std::uint64_t>(2, 5);
-      in.selector.residue = e_.uniform<std::uint64_t>(0, in.selector.modulus - 1);
-      in.selector.accept_equal = e_.chance(0.5);
-    }
+    if (p.dispatch == Dispatch::broadcast && e_.chance(k_.selector))
+      in.selector = Selector::drawn(e_);
     if (p.dispatch == Dispatch::partition && !k_.wild) {  // one subscribing stage, one partition
       p.partition.count = static_cast<I64>(c.instances);  // per instance
       p.partition.salt = e_.uniform<std::uint64_t>(0, 1'000'000);

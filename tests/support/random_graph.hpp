@@ -131,6 +131,16 @@ struct Selector {
   bool accepts(std::uint64_t key) const {
     return !on || (hash(key, salt) % modulus == residue) == accept_equal;
   }
+  /// One that rejects some events: modulus 2-5, any residue, either way.
+  static Selector drawn(Entropy& e) {
+    Selector s;
+    s.on = true;
+    s.salt = e.uniform<std::uint64_t>(0, 1'000'000);
+    s.modulus = e.uniform<std::uint64_t>(2, 5);
+    s.residue = e.uniform<std::uint64_t>(0, s.modulus - 1);
+    s.accept_equal = e.chance(0.5);
+    return s;
+  }
 };
 
 /// What a producer_consumer keeps: all events (modulus 0), or those whose hash(key) % modulus is
@@ -138,6 +148,13 @@ struct Selector {
 struct Filter {
   std::uint64_t modulus = 0, salt = 0;
   bool keeps(std::uint64_t key) const { return modulus == 0 || hash(key, salt) % modulus != 0; }
+  /// One that drops a half to a quarter of the events.
+  static Filter drawn(Entropy& e) {
+    Filter f;
+    f.modulus = e.uniform<std::uint64_t>(2, 4);
+    f.salt = e.uniform<std::uint64_t>(0, 1'000'000);
+    return f;
+  }
 };
 
 /// A partition dispatcher. `by_key`: an event's partition is its partition key (hash(key) %
