@@ -1,12 +1,13 @@
-// libFuzzer target: the fuzzer's bytes describe a graph (stages of every kind with random names,
+// libFuzzer target: the fuzzer's bytes are the entropy of the shared random-graph model
+// (support/random_graph.hpp) with its wild knobs: stages of every kind with random names,
 // instances and options, out-of-range values included; dispatchers with random partitions; extra
-// subscriptions, duplicates, self-loops and cycles included), built through the public builder,
-// then compiled. compile() must return or throw sluice::option_error whose every line names a
-// stage (or is a cycle or an empty name); Stage::partition() may throw option_error for invalid
-// dispatcher options (documented). Small graphs that compiled are also run to completion in
-// manual mode (tiny event counts). Anything else (another exception, a compile() message that
-// names no stage, a run that cannot finish, events lost by a finished run, a crash, a sanitizer
-// report) is a finding: the target prints the decoded graph and aborts.
+// subscriptions, duplicates, self-loops and cycles included. The graph is declared through the
+// public builder, then compiled. compile() must return or throw sluice::option_error whose every
+// line names a stage (or is a cycle or an empty name); Stage::partition() may throw option_error
+// for invalid dispatcher options (documented). Small graphs that compiled are also run to
+// completion in manual mode (tiny event counts). Anything else (another exception, a compile()
+// message that names no stage, a run that cannot finish, events lost by a finished run, a crash,
+// a sanitizer report) is a finding: the target prints the graph and aborts.
 //
 // Left out on purpose (known findings, see the audit report; they would be found at once and
 // hide everything else): subscribing to a stage of another Graph (out-of-bounds read in
@@ -20,9 +21,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <deque>
 #include <exception>
-#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -33,36 +32,56 @@
 
 #include <sluice/sluice.hpp>
 
+#include "support/random_graph.hpp"
+#include "support/stages.hpp"
 #include <fuzzer/FuzzedDataProvider.h>
 
 namespace {
 
-using I64 = std::int64_t;
+namespace rg = sluice_test::rg;
 
-// ---- handlers ----------------------------------------------------------------------------------
-
-struct CountSource {  // a class source: emits `left` events, then finishes
-  int left = 0;
-  bool done = false;
-  void handle_demand(std::size_t n, sluice::Context<int>& ctx) {
-    for (; n > 0 && left > 0; --n, --left)
-      ctx.emit(int{left});
-    if (left == 0 && !done) {
-      done = true;
-      ctx.finish();
-    }
+/// The fuzzer's bytes as the generator's entropy. Run out, they draw the smallest numbers and
+/// no chances: a plain graph.
+class Bytes final : public rg::Entropy {
+ public:
+  explicit Bytes(FuzzedDataProvider& in) : in_(in) {}
+  std::uint64_t number(std::uint64_t lo, std::uint64_t hi) override {
+    return in_.ConsumeIntegralInRange<std::uint64_t>(lo, hi);
   }
+  bool chance(double p) override { return 256 - in_.ConsumeIntegral<std::uint8_t>() <= p * 256; }
+  std::string bytes(std::size_t max) override { return in_.ConsumeRandomLengthString(max); }
+
+ private:
+  FuzzedDataProvider& in_;
 };
+
+rg::Knobs knobs() {
+  rg::Knobs k;
+  k.shape = rg::Shape::dag;
+  k.wild = true;
+  k.min_stages = 1;
+  k.max_stages = 8;
+  k.source_forms = {rg::Form::handler, rg::Form::generator, rg::Form::range, rg::Form::push};
+  k.stage_forms = {rg::Form::handler, rg::Form::map, rg::Form::filter, rg::Form::flat_map};
+  k.sink_forms = {rg::Form::handler, rg::Form::for_each, rg::Form::collect, rg::Form::stream};
+  k.broadcast = 0.3;
+  k.partition = 0.3;
+  k.min_demand = 0.3;
+  k.cancel_modes = true;
+  k.source_buffer = 0.2;
+  k.stage_buffer = 0.2;
+  k.max_events = 20;
+  k.random_run = true;
+  return k;
+}
+
+// ---- the stages ---------------------------------------------------------------------------------
 
 struct AddOne {  // a class producer_consumer that can read a broadcast's shared batch
   void handle_events(std::span<const int> in, sluice::Context<int>& ctx) {
     for (int x : in)
       ctx.emit(x + 1);
   }
-};
-
-struct ConstSink {
-  void handle_events(std::span<const int>, sluice::Context<void>&) {}
 };
 
 struct MutSink {  // refused under a broadcast (it would modify shared events)
@@ -72,183 +91,68 @@ struct MutSink {  // refused under a broadcast (it would modify shared events)
   }
 };
 
-// ---- decoding ----------------------------------------------------------------------------------
-
-struct Decoded {
-  std::string desc;  // the builder calls, as pseudo-code
-  bool runnable = true;
-  std::string not_runnable;  // why not
-  void no_run(const char* why) {
-    if (runnable) not_runnable = why;
-    runnable = false;
-  }
-};
-
-template <class T, std::size_t N>
-T pick(FuzzedDataProvider& in, const T (&values)[N]) {
-  return values[in.ConsumeIntegralInRange<std::size_t>(0, N - 1)];
+std::uint64_t key(int x) {
+  return static_cast<std::uint64_t>(x);
 }
 
-I64 demand_value(FuzzedDataProvider& in) {
-  static constexpr I64 values[] = {-1,
-                                   0,
-                                   1,
-                                   2,
-                                   3,
-                                   7,
-                                   10,
-                                   64,
-                                   1000,
-                                   I64{1} << 30,
-                                   (I64{1} << 30) + 1,
-                                   std::numeric_limits<I64>::max(),
-                                   std::numeric_limits<I64>::min()};
-  if (in.ConsumeBool()) return pick(in, values);
-  return in.ConsumeIntegralInRange<I64>(-3, 200);
-}
+/// Each stage's code for the shared builder: int events, a few of each.
+struct Code {
+  const rg::GraphSpec& spec;
 
-std::string partition_name(FuzzedDataProvider& in) {
-  static constexpr const char* names[] = {"even", "odd", "x", ""};
-  return pick(in, names);
-}
-
-sluice::Partition partition_value(FuzzedDataProvider& in, std::string& desc) {
-  if (in.ConsumeBool()) {
-    const auto name = partition_name(in);
-    desc += "'" + name + "'";
-    return sluice::Partition(name);
+  int events(std::size_t i) const {
+    auto& c = spec.stages[i].counts;
+    return c.empty() ? 0 : static_cast<int>(c[0]);
   }
-  const auto i = in.ConsumeIntegralInRange<int>(-2, 5);
-  desc += std::to_string(i);
-  return sluice::Partition(i);
-}
-
-std::string stage_name(FuzzedDataProvider& in) {
-  static constexpr const char* names[] = {"a", "b", "c", "d", "e", "f", "g", "h", ""};
-  if (in.ConsumeIntegralInRange<int>(0, 7) == 0) {
-    // Any bytes but '\n': compile()'s message is one problem per line, and names are not checked
-    // (a name with a line break splits its problem in two: a known finding).
-    auto s = in.ConsumeRandomLengthString(5);
-    for (auto& c : s)
-      if (c == '\n') c = '_';
-    return s;
+  sluice_test::CountingSource<int> source(std::size_t i) const { return {0, events(i)}; }
+  auto generator(std::size_t i) const {
+    return [k = events(i)]() mutable { return k > 0 ? std::optional<int>(k--) : std::nullopt; };
   }
-  return pick(in, names);
-}
-
-sluice::StageOptions stage_options(FuzzedDataProvider& in, Decoded& d) {
-  sluice::StageOptions o;
-  const auto flags = in.ConsumeIntegral<std::uint16_t>();
-  std::string s;
-  if (flags & 1) {
-    o.instances = in.ConsumeIntegralInRange<std::size_t>(0, 4);
-    s += " .instances=" + std::to_string(o.instances);
+  std::vector<int> range(std::size_t i) const {
+    return std::vector<int>(static_cast<std::size_t>(events(i)), 1);
   }
-  if (flags & 2) {
-    o.max_demand = demand_value(in);
-    s += " .max_demand=" + std::to_string(o.max_demand);
+  AddOne stage(std::size_t) const { return {}; }
+  auto map(std::size_t) const {
+    return [](int x) { return x + 1; };
   }
-  if (flags & 4) {
-    o.min_demand = demand_value(in);
-    s += " .min_demand=" + std::to_string(*o.min_demand);
+  auto filter(std::size_t i) const {
+    return [f = spec.stages[i].filter](const int& x) { return f.keeps(key(x)); };
   }
-  if (flags & 8) {
-    o.cancel = static_cast<sluice::CancelMode>(in.ConsumeIntegralInRange<int>(0, 2));
-    s += " .cancel=" + std::to_string(static_cast<int>(o.cancel));
+  auto flat_map(std::size_t) const {
+    return [](int x) { return std::vector<int>{x, -x}; };
   }
-  if (flags & 16) {
-    s += " .partition=";
-    o.partition = partition_value(in, s);
+  sluice_test::NullSink<const int> sink(std::size_t) const { return {}; }
+  MutSink mutating_sink(std::size_t) const { return {}; }
+  auto for_each(std::size_t) const {
+    return [](int) {};
   }
-  if (flags & 32) {
-    o.demand = sluice::DemandControl::manual;
-    s += " .demand=manual";
+  auto selector(std::size_t i, std::size_t k) const {
+    return [sel = spec.stages[i].inputs[k].selector](const int& x) { return sel.accepts(key(x)); };
   }
-  if (flags & 64) {
-    if (in.ConsumeBool()) {
-      o.selector = sluice::selector<int>([](const int& x) { return x % 2 == 0; });
-      s += " .selector=<int>";
-    } else {
-      o.selector = sluice::selector<long>([](const long&) { return true; });
-      s += " .selector=<long>";
-    }
-  }
-  if (flags & 128) {
-    o.buffer_size = demand_value(in);
-    s += " .buffer_size=" + std::to_string(*o.buffer_size);
-  }
-  if (flags & 256) {
-    o.buffer_keep = sluice::BufferKeep::first;
-    s += " .buffer_keep=first";
-  }
-  if (flags & 512) {
-    o.demand_mode = sluice::DemandMode::accumulate;
-    s += " .demand_mode=accumulate";
-  }
-  if (flags & 1024) {
-    o.dynamic = true;
-    s += " .dynamic";
-  }
-  d.desc += "{" + s + " }";
-  // What keeps a valid graph from finishing on its own, or makes a run too big to fuzz.
-  if (o.demand == sluice::DemandControl::manual) d.no_run("manual demand");
-  if (o.demand_mode == sluice::DemandMode::accumulate) d.no_run("accumulate demand mode");
-  if (o.max_demand > 4096) d.no_run("large max_demand");
-  return o;
-}
-
-// ---- the graph ---------------------------------------------------------------------------------
-
-struct Ref {
-  int kind;  // 0: source (Stage<void, int>), 1: producer_consumer, 2: sink
-  std::size_t index;
-};
-
-struct Builder {
-  sluice::Graph g;
-  std::vector<sluice::Stage<void, int>> sources;
-  std::vector<sluice::Stage<int, int>> mids;
-  std::vector<sluice::Stage<int, void>> sinks;
-  std::vector<Ref> producers, consumers;
-  std::vector<sluice::PushHandle<int>> pushes;
-  std::deque<std::vector<int>> collected;
-  std::vector<sluice::PullStream<int>> streams;
-
-  template <class F>
-  void with_producer(const Ref& r, F&& f) {
-    if (r.kind == 0)
-      f(sources[r.index]);
+  template <class Declare>
+  void partition(std::size_t i, Declare&& declare) const {
+    const auto p = spec.stages[i].partition;  // may send events to an unknown partition
+    if (p.by == rg::Partitioning::By::name)
+      declare([p](int& x) { return p.name_of(key(x)); });
     else
-      f(mids[r.index]);
-  }
-  std::string name_of(const Ref& r) {
-    if (r.kind == 0) return sources[r.index].name();
-    if (r.kind == 1) return mids[r.index].name();
-    return sinks[r.index].name();
-  }
-  void add_source(sluice::Stage<void, int> s) {
-    producers.push_back({0, sources.size()});
-    sources.push_back(std::move(s));
-  }
-  void add_mid(sluice::Stage<int, int> s) {
-    producers.push_back({1, mids.size()});
-    consumers.push_back({1, mids.size()});
-    mids.push_back(std::move(s));
-  }
-  void add_sink(sluice::Stage<int, void> s) {
-    consumers.push_back({2, sinks.size()});
-    sinks.push_back(std::move(s));
+      declare([p](int& x) { return p.of(key(x)); });
   }
 };
 
-[[noreturn]] void finding(const std::string& what, const Decoded& d) {
-  std::fprintf(stderr, "\n==== sluice fuzz finding: %s\n---- graph:\n%s----\n", what.c_str(),
-               d.desc.c_str());
-  std::abort();
-}
+// ---- the oracle ---------------------------------------------------------------------------------
+
+struct Finding {
+  const rg::GraphSpec& spec;
+  std::string notes;  // what happened after the spec was drawn
+
+  [[noreturn]] void operator()(const std::string& what) const {
+    std::fprintf(stderr, "\n==== sluice fuzz finding: %s\n---- graph:\n%s%s----\n", what.c_str(),
+                 spec.describe().c_str(), notes.c_str());
+    std::abort();
+  }
+};
 
 /// Every line of compile()'s message names a stage (or is one of the graph-wide problems).
-void check_message(std::string_view all, const Decoded& d) {
+void check_message(std::string_view all, const Finding& finding) {
   std::size_t at = 0;
   while (at <= all.size()) {
     auto nl = all.find('\n', at);
@@ -258,194 +162,33 @@ void check_message(std::string_view all, const Decoded& d) {
                     line.starts_with("the subscriptions form a cycle through stage '");
     if (!ok)
       finding("a compile() problem that names no stage: \"" + std::string(line) + "\"\nwhole:\n" +
-                  std::string(all),
-              d);
+              std::string(all));
     at = nl + 1;
   }
 }
 
-void set_dispatcher(FuzzedDataProvider& in, Builder& b, const Ref& r, Decoded& d) {
-  const auto choice = in.ConsumeIntegralInRange<int>(0, 5);
-  if (choice == 0) return;
-  std::string s = "  " + b.name_of(r);
-  try {
-    b.with_producer(r, [&](auto& stage) {
-      if (choice == 1) {
-        s += ".broadcast()\n";
-        stage.broadcast();
-        return;
-      }
-      const auto count = in.ConsumeIntegralInRange<int>(-1, 4);
-      sluice::PartitionDispatcherOptions po;
-      if (in.ConsumeBool()) po.queue_size = demand_value(in);
-      const auto q = " {.queue_size=" + std::to_string(po.queue_size) + "}";
-      if (choice == 2) {
-        s += ".partition(" + std::to_string(count) + q + ")\n";
-        stage.partition(count, po);
-      } else if (choice == 3) {
-        const auto k = in.ConsumeIntegralInRange<int>(1, 6);  // may exceed the count: run error
-        s += ".partition(" + std::to_string(count) + ", x % " + std::to_string(k) + q + ")\n";
-        stage.partition(
-            count, [k](int& x) { return (x < 0 ? -x : x) % k; }, po);
-      } else if (choice == 4) {
-        std::vector<sluice::Partition> names;
-        std::string list;
-        const auto n = in.ConsumeIntegralInRange<int>(0, 3);
-        for (int i = 0; i < n; ++i) {
-          list += (i ? ", " : "");
-          names.push_back(partition_value(in, list));
-        }
-        const bool by_name = in.ConsumeBool();
-        s += ".partition({" + list + "}, " + (by_name ? "even/odd names" : "x % 3") + q + ")\n";
-        if (by_name)
-          stage.partition(
-              std::move(names), [](int& x) { return std::string(x % 2 == 0 ? "even" : "odd"); },
-              po);
-        else
-          stage.partition(
-              std::move(names), [](int& x) { return (x < 0 ? -x : x) % 3; }, po);
-      } else {
-        s += ".partition(" + std::to_string(count) + ", drop odd" + q + ")\n";
-        stage.partition(
-            count,
-            [count](int& x) -> std::optional<int> {
-              if (x % 2 != 0 || count < 1) return std::nullopt;
-              return (x < 0 ? -x : x) % count;
-            },
-            po);
-      }
-    });
-  } catch (const sluice::option_error& e) {
-    s += "    -> option_error at declaration: " + std::string(e.what()) + "\n";
+/// Why a valid graph would not finish on its own, or would be too big to fuzz (empty: runs).
+std::string not_runnable(const rg::GraphSpec& spec) {
+  auto input = [](const rg::Input& in) -> std::string {
+    if (in.manual) return "manual demand";
+    if (in.max_demand > 4096) return "large max_demand";
+    return {};
+  };
+  for (auto& s : spec.stages) {
+    if (s.form == rg::Form::stream) return "a stream needs a reader";
+    if (s.accumulate) return "accumulate demand mode";
+    if (s.stray)
+      if (auto why = input(*s.stray); !why.empty()) return why;
+    for (auto& in : s.inputs)
+      if (auto why = input(in); !why.empty()) return why;
   }
-  d.desc += s;
+  return {};
 }
 
-void build(FuzzedDataProvider& in, Builder& b, Decoded& d) {
-  const auto stages = in.ConsumeIntegralInRange<int>(1, 8);
-  for (int i = 0; i < stages; ++i) {
-    auto kind = in.ConsumeIntegralInRange<int>(0, 12);
-    if (kind > 3 && b.producers.empty()) kind = 0;
-    auto name = stage_name(in);
-    d.desc += "  ";
-    if (kind <= 3) {
-      const auto events = in.ConsumeIntegralInRange<int>(0, 20);
-      std::ptrdiff_t capacity = 0;
-      if (kind == 3) {
-        static constexpr std::ptrdiff_t capacities[] = {-5, 0, 1, 2, 16, 1000, 1 << 20};
-        capacity = pick(in, capacities);
-      }
-      auto o = stage_options(in, d);
-      if (kind == 0) {
-        d.desc += " range source '" + name + "' of " + std::to_string(events) + "\n";
-        b.add_source(b.g.source(name, sluice::from_range(std::vector<int>(events, 1)), o));
-      } else if (kind == 1) {
-        d.desc += " generator source '" + name + "' of " + std::to_string(events) + "\n";
-        b.add_source(b.g.source(name, sluice::from_generator([k = events]() mutable {
-                                  return k > 0 ? std::optional<int>(k--) : std::nullopt;
-                                }),
-                                o));
-      } else if (kind == 2) {
-        d.desc += " class source '" + name + "' of " + std::to_string(events) + "\n";
-        b.add_source(b.g.source<int>(name, CountSource{events}, o));
-      } else {
-        d.desc += " push source '" + name + "' capacity " + std::to_string(capacity) + "\n";
-        auto [handle, stage] = b.g.push_source<int>(name, capacity, o);
-        b.pushes.push_back(handle);
-        b.add_source(stage);
-      }
-      if (in.ConsumeBool()) set_dispatcher(in, b, b.producers.back(), d);
-      continue;
-    }
-    const auto parent =
-        b.producers[in.ConsumeIntegralInRange<std::size_t>(0, b.producers.size() - 1)];
-    std::int64_t capacity = 0;
-    if (kind == 10) {
-      static constexpr std::int64_t capacities[] = {-1, 0, 1, 8, 1000, std::int64_t{1} << 31};
-      capacity = pick(in, capacities);
-    }
-    auto o = kind == 10 ? sluice::StageOptions{} : stage_options(in, d);
-    d.desc += " <- '" + b.name_of(parent) + "': ";
-    b.with_producer(parent, [&](auto& p) {
-      switch (kind) {
-        case 4:
-          d.desc += "map '" + name + "'\n";
-          b.add_mid(p.map(
-              name, [](int x) { return x + 1; }, o));
-          break;
-        case 5:
-          d.desc += "filter '" + name + "'\n";
-          b.add_mid(p.filter(
-              name, [](const int& x) { return x % 3 != 0; }, o));
-          break;
-        case 6:
-          d.desc += "flat_map '" + name + "'\n";
-          b.add_mid(p.flat_map(
-              name,
-              [](int x) {
-                return std::vector<int>{x, -x};
-              },
-              o));
-          break;
-        case 7:
-          d.desc += "then '" + name + "' (AddOne)\n";
-          b.add_mid(p.template then<int>(name, AddOne{}, o));
-          break;
-        case 8:
-          d.desc += "for_each '" + name + "'\n";
-          b.add_sink(p.for_each(
-              name, [](int) {}, o));
-          break;
-        case 9:
-          d.desc += "collect '" + name + "'\n";
-          b.add_sink(p.collect(name, b.collected.emplace_back(), o));
-          break;
-        case 10:
-          d.desc += "stream '" + name + "' capacity " + std::to_string(capacity) + "\n";
-          b.streams.push_back(p.stream(name, capacity));
-          d.no_run("a stream needs a reader");
-          break;
-        case 11:
-          d.desc += "to '" + name + "' (ConstSink)\n";
-          b.add_sink(p.to(name, ConstSink{}, o));
-          break;
-        default:
-          d.desc += "to '" + name + "' (MutSink)\n";
-          b.add_sink(p.to(name, MutSink{}, o));
-          break;
-      }
-    });
-    if (kind >= 4 && kind <= 7 && in.ConsumeBool()) set_dispatcher(in, b, b.producers.back(), d);
-  }
-  // Extra subscriptions: fan-in, duplicates, self-loops, cycles.
-  const auto extra = in.ConsumeIntegralInRange<int>(0, 5);
-  for (int i = 0; i < extra && !b.consumers.empty(); ++i) {
-    const auto c = b.consumers[in.ConsumeIntegralInRange<std::size_t>(0, b.consumers.size() - 1)];
-    const auto p = b.producers[in.ConsumeIntegralInRange<std::size_t>(0, b.producers.size() - 1)];
-    d.desc += "  '" + b.name_of(c) + "'.subscribe('" + b.name_of(p) + "', ";
-    auto o = stage_options(in, d);
-    d.desc += ")\n";
-    b.with_producer(p, [&](auto& producer) {
-      if (c.kind == 1)
-        b.mids[c.index].subscribe(producer, o);
-      else
-        b.sinks[c.index].subscribe(producer, o);
-    });
-  }
-}
-
-void run_it(FuzzedDataProvider& in, const sluice::CompiledGraph& compiled, Builder& b, Decoded& d) {
-  static constexpr std::size_t quanta[] = {0, 1, 3, 64};
-  static constexpr int concurrencies[] = {-1, 0, 1, 2};
-  sluice::RunOptions ro;
-  ro.quantum = pick(in, quanta);
-  ro.concurrency = pick(in, concurrencies);
-  ro.fail_fast = in.ConsumeBool();
+void run_it(const sluice::CompiledGraph& compiled, rg::Built<int>& built, Finding& finding) {
+  const auto& spec = finding.spec;
+  auto ro = sluice_test::quiet(spec.run.options());
   ro.manual = true;
-  ro.logger = [](sluice::LogLevel, std::string_view) {};
-  d.desc += "  run {.quantum=" + std::to_string(ro.quantum) +
-            " .concurrency=" + std::to_string(ro.concurrency) +
-            " .fail_fast=" + std::to_string(ro.fail_fast) + "}\n";
   if (ro.quantum == 0 || ro.concurrency < 0) {
     std::string expected;
     if (ro.quantum == 0) expected += "run option quantum must be at least 1, got: 0";
@@ -455,19 +198,28 @@ void run_it(FuzzedDataProvider& in, const sluice::CompiledGraph& compiled, Build
                   std::to_string(ro.concurrency);
     try {
       auto run = compiled.run(ro);
-      finding("invalid run options accepted", d);
+      finding("invalid run options accepted");
     } catch (const sluice::option_error& e) {
-      if (e.what() != expected)
-        finding("run options refused with \"" + std::string(e.what()) + "\", expected \"" +
-                    expected + "\"",
-                d);
+      // The run options' problems first; then what start() finds in the graph, if anything (a
+      // max_demand whose edges cannot fit in memory), each naming its stage.
+      const std::string_view what = e.what();
+      if (!what.starts_with(expected) ||
+          (what.size() > expected.size() && what[expected.size()] != '\n'))
+        finding("run options refused with \"" + std::string(what) + "\", expected \"" + expected +
+                "\"");
+      if (what.size() > expected.size()) check_message(what.substr(expected.size() + 1), finding);
     }
     return;
   }
-  if (!d.runnable) return;
-  for (auto& h : b.pushes)
+  if (auto why = not_runnable(spec); !why.empty()) {
+    finding.notes += "---- not run: " + why + "\n";
+    return;
+  }
+  for (auto& h : built.pushes)
     h.close();  // a closed push source finishes once its (empty) stream is taken
-  bool dynamic = d.desc.find(".dynamic") != std::string::npos;
+  bool dynamic = false;
+  for (auto& s : spec.stages)
+    dynamic = dynamic || s.dynamic;
   auto run = compiled.run(ro);
   try {
     if (dynamic)
@@ -477,11 +229,11 @@ void run_it(FuzzedDataProvider& in, const sluice::CompiledGraph& compiled, Build
   } catch (const sluice::stage_error&) {
     return;  // a hash computing an unknown partition: a documented run failure
   } catch (const std::logic_error& e) {
-    finding(std::string("a compiled graph cannot finish: ") + e.what(), d);
+    finding(std::string("a compiled graph cannot finish: ") + e.what());
   }
   const auto m = run.metrics();
   if (m.undelivered() != 0)
-    finding("a finished run left " + std::to_string(m.undelivered()) + " events undelivered", d);
+    finding("a finished run left " + std::to_string(m.undelivered()) + " events undelivered");
 }
 
 bool verbose() {
@@ -493,29 +245,32 @@ bool verbose() {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   FuzzedDataProvider in(data, size);
-  Decoded d;
-  Builder b;
+  Bytes entropy(in);
+  const auto spec = rg::generate(entropy, knobs());
+  Finding finding{spec, {}};
   std::string outcome;
   try {
-    build(in, b, d);
-    (void)b.g.to_dot();
+    Code code{spec};
+    auto built = rg::build<int>(spec, code);
+    for (auto& refused : built.refused_dispatchers)
+      finding.notes += "---- option_error at declaration: " + refused + "\n";
+    (void)built.graph.to_dot();
     std::optional<sluice::CompiledGraph> compiled;
     try {
-      compiled.emplace(b.g.compile());
+      compiled.emplace(built.graph.compile());
       outcome = "compiled";
     } catch (const sluice::option_error& e) {
-      check_message(e.what(), d);
+      check_message(e.what(), finding);
       outcome = std::string("option_error:\n") + e.what();
     }
-    if (compiled) {
-      run_it(in, *compiled, b, d);
-      if (!d.runnable) outcome += " (not run: " + d.not_runnable + ")";
-    }
+    if (compiled) run_it(*compiled, built, finding);
   } catch (const std::exception& e) {
-    finding(std::string("unexpected exception: ") + typeid(e).name() + ": " + e.what(), d);
+    finding(std::string("unexpected exception: ") + typeid(e).name() + ": " + e.what());
   } catch (...) {
-    finding("unexpected non-std exception", d);
+    finding("unexpected non-std exception");
   }
-  if (verbose()) std::fprintf(stderr, "---- graph:\n%s---- %s\n", d.desc.c_str(), outcome.c_str());
+  if (verbose())
+    std::fprintf(stderr, "---- graph:\n%s%s---- %s\n", spec.describe().c_str(),
+                 finding.notes.c_str(), outcome.c_str());
   return 0;
 }

@@ -293,7 +293,7 @@ void run_scenario(const Scenario& s) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       if (!gone.load()) {
         std::fprintf(stderr, "reliability: seed %llu: ~Run does not return\n",
-                     static_cast<unsigned long long>(s.graph.seed));
+                     static_cast<unsigned long long>(*s.graph.seed));
         std::abort();
       }
       t.join();

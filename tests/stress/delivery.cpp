@@ -163,7 +163,7 @@ struct Code {
 sluice::Graph build(const rg::GraphSpec& spec, Records& records) {
   for (std::size_t i = 0; i < spec.stages.size(); ++i)
     for (std::size_t k = 0; k < records.stages[i].size(); ++k)
-      records.stages[i][k].work = rg::mix(spec.seed ^ (i << 8) ^ k);
+      records.stages[i][k].work = rg::mix(spec.seed.value_or(0) ^ (i << 8) ^ k);
   Code code{spec, records};
   return rg::build<Ev>(spec, code).graph;
 }

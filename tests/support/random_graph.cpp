@@ -28,19 +28,8 @@ class Generator {
 
   /// Out of range as often as not (wild).
   I64 wild_value() {
-    static constexpr I64 values[] = {-1,
-                                     0,
-                                     1,
-                                     2,
-                                     3,
-                                     7,
-                                     10,
-                                     64,
-                                     1000,
-                                     I64{1} << 30,
-                                     (I64{1} << 30) + 1,
-                                     std::numeric_limits<I64>::max(),
-                                     std::numeric_limits<I64>::min()};
+    constexpr I64 big = I64{1} << 30, top = std::numeric_limits<I64>::max();
+    static constexpr I64 values[] = {-1, 0, 1, 2, 3, 7, 10, 64, 1000, big, big + 1, top, -top - 1};
     if (e_.chance(0.5)) return e_.pick(values);
     return e_.uniform<I64>(-3, 200);
   }
@@ -52,7 +41,7 @@ class Generator {
   }
 
   std::string name(Role role, std::size_t index) {
-    if (!k_.wild) {
+    if (!k_.wild || !e_.chance(0.5)) {
       static constexpr const char* prefixes[] = {"src", "pc", "sink"};
       std::string n = prefixes[static_cast<int>(role)];
       n += std::to_string(index);  // appends ("literal" + std::string&& trips GCC bug 105329)
@@ -61,7 +50,7 @@ class Generator {
     // Duplicates and empty names among them; now and then any bytes but a line break
     // (compile()'s message is one problem per line).
     static constexpr const char* names[] = {"a", "b", "c", "d", "e", "f", "g", "h", ""};
-    if (e_.uniform<int>(0, 7) != 0) return e_.pick(names);
+    if (e_.uniform<int>(0, 7) != 7) return e_.pick(names);
     auto s = e_.bytes(5);
     std::replace(s.begin(), s.end(), '\n', '_');
     return s;
@@ -107,9 +96,9 @@ class Generator {
       s.filter = Filter::drawn(e_);
     if (s.form == Form::push) {
       static constexpr I64 wild_capacities[] = {-5, 0, 1, 2, 16, 1000, 1 << 20};
-      s.capacity = k_.wild ? e_.pick(wild_capacities) : e_.uniform<I64>(1, 64);
+      s.capacity = k_.wild && e_.chance(0.5) ? e_.pick(wild_capacities) : e_.uniform<I64>(1, 64);
     }
-    if (s.form == Form::stream && k_.wild) {
+    if (s.form == Form::stream && k_.wild && e_.chance(0.5)) {
       static constexpr I64 wild_capacities[] = {-1, 0, 1, 8, 1000, I64{1} << 31};
       s.capacity = e_.pick(wild_capacities);
     }
@@ -131,7 +120,8 @@ class Generator {
   void set_dispatch(std::size_t producer, Dispatch d) {
     auto& p = g_.stages[producer];
     p.dispatch = d;
-    if (d != Dispatch::partition || !k_.wild) return;  // else: set by its subscriber
+    if (d != Dispatch::partition || !k_.wild || !e_.chance(0.5)) return;  // set by its subscriber
+    wild_partitions_.push_back(producer);
     auto& part = p.partition;
     static constexpr Partitioning::By bys[] = {Partitioning::By::key, Partitioning::By::name,
                                                Partitioning::By::default_hash};
@@ -172,7 +162,9 @@ class Generator {
     if (k_.cancel_modes) in.cancel = static_cast<sluice::CancelMode>(e_.uniform<int>(0, 2));
     if (p.dispatch == Dispatch::broadcast && e_.chance(k_.selector))
       in.selector = Selector::drawn(e_);
-    if (p.dispatch == Dispatch::partition && !k_.wild) {  // one subscribing stage, one partition
+    if (p.dispatch == Dispatch::partition && p.subscribers.empty() &&
+        std::find(wild_partitions_.begin(), wild_partitions_.end(), producer) ==
+            wild_partitions_.end()) {                     // one subscribing stage, one partition
       p.partition.count = static_cast<I64>(c.instances);  // per instance
       p.partition.salt = e_.uniform<std::uint64_t>(0, 1'000'000);
       p.partition.drops = e_.chance(k_.hash_drops);
@@ -391,7 +383,7 @@ class Generator {
 
   void run_options() {
     auto& r = g_.run;
-    if (k_.wild) {
+    if (k_.wild && e_.chance(0.3)) {
       static constexpr int concurrencies[] = {-1, 0, 1, 2};
       static constexpr std::size_t quanta[] = {0, 1, 3, 64};
       r.concurrency = e_.pick(concurrencies);
@@ -410,6 +402,7 @@ class Generator {
   const Knobs& k_;
   GraphSpec g_;
   std::optional<I64> one_max_demand_;
+  std::vector<std::size_t> wild_partitions_;  // producers whose partitions are drawn wild
 };
 
 const char* to_string(Role r) {
@@ -473,10 +466,10 @@ GraphSpec generate(std::uint64_t seed, const Knobs& knobs) {
 }
 
 std::string GraphSpec::describe() const {
-  std::string out = "seed " + std::to_string(seed) + ": " + std::to_string(stages.size()) +
-                    " stages; run: concurrency " + std::to_string(run.concurrency) + ", quantum " +
-                    std::to_string(run.quantum) + ", direct_handoff " +
-                    (run.direct_handoff ? "on" : "off") + ", fail_fast " +
+  std::string out = (seed ? "seed " + std::to_string(*seed) + ": " : std::string()) +
+                    std::to_string(stages.size()) + " stages; run: concurrency " +
+                    std::to_string(run.concurrency) + ", quantum " + std::to_string(run.quantum) +
+                    ", direct_handoff " + (run.direct_handoff ? "on" : "off") + ", fail_fast " +
                     (run.fail_fast ? "on" : "off") + "\n";
   for (auto& s : stages) {
     out += "  '" + s.name + "': " + to_string(s.role) + " (" + to_string(s.form) + ") x" +

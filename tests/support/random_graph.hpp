@@ -245,7 +245,7 @@ struct RunSpec {
 };
 
 struct GraphSpec {
-  std::uint64_t seed = 0;
+  std::optional<std::uint64_t> seed;  // when drawn from a seed
   std::vector<StageSpec> stages;
   RunSpec run;
 
