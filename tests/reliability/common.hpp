@@ -23,10 +23,13 @@
 
 #include <support/random_graph.hpp>
 #include <support/stages.hpp>
+#include <support/watch.hpp>
 
 namespace rel {
 
 namespace rg = sluice_test::rg;
+using sluice_test::dump;
+using sluice_test::env_number;
 using sluice_test::quiet;
 
 /// An event: an id (its key: what partitions, filters and selectors look at) and a body long
@@ -61,12 +64,6 @@ inline int sanitizer_divisor() {
 #endif
 }
 
-inline std::optional<std::uint64_t> env_number(const char* var) {
-  const char* v = std::getenv(var);
-  if (v == nullptr || *v == '\0') return std::nullopt;
-  return std::strtoull(v, nullptr, 0);
-}
-
 /// The seeds a seeded test runs: SLUICE_FAULT_SEED replays one; otherwise `count` (scaled
 /// down under sanitizers, or SLUICE_FAULT_SEEDS) seeds from `base`.
 inline std::vector<std::uint64_t> seeds(std::uint64_t base, int count) {
@@ -78,22 +75,6 @@ inline std::vector<std::uint64_t> seeds(std::uint64_t base, int count) {
   for (std::uint64_t i = 0; i < n; ++i)
     out.push_back(base + i);
   return out;
-}
-
-inline std::string dump(const sluice::Metrics& m) {
-  std::string s = "stages:\n";
-  for (auto& st : m.stages)
-    s += "  " + st.name + " in=" + std::to_string(st.events_in) +
-         " out=" + std::to_string(st.events_out) + " buffered=" + std::to_string(st.buffered) +
-         " dropped=" + std::to_string(st.dropped) + " lost=" + std::to_string(st.lost) +
-         " filtered=" + std::to_string(st.filtered) + " demand=" + std::to_string(st.demand) +
-         " finished=" + (st.finished ? "yes" : "no") + " reason='" + st.stop_reason + "'\n";
-  s += "edges:\n";
-  for (auto& e : m.edges)
-    s += "  " + e.producer + " -> " + e.consumer + " sent=" + std::to_string(e.sent) +
-         " received=" + std::to_string(e.received) + " credit=" + std::to_string(e.credit) +
-         " queued=" + std::to_string(e.queued) + "\n";
-  return s;
 }
 
 /// Anything that moves while a run works.

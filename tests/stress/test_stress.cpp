@@ -35,6 +35,7 @@
 
 #include "stress/delivery.hpp"
 #include "support/stages.hpp"
+#include "support/watch.hpp"
 
 namespace {
 
@@ -51,27 +52,7 @@ constexpr int kBlocks = 4;
 /// No counter moved for this long: a hang. Generous: a slow machine must never fail a case.
 constexpr std::chrono::seconds kStall{60};
 
-std::optional<std::uint64_t> env_u64(const char* name) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') return std::nullopt;
-  return std::strtoull(v, nullptr, 10);
-}
-
-std::string dump(const sluice::Metrics& m) {
-  std::string out = "metrics:\n";
-  for (auto& s : m.stages)
-    out += "  stage " + s.name + " (instance " + std::to_string(s.instance) + "): in " +
-           std::to_string(s.events_in) + " out " + std::to_string(s.events_out) + " buffered " +
-           std::to_string(s.buffered) + " demand " + std::to_string(s.demand) + " dropped " +
-           std::to_string(s.dropped) + " lost " + std::to_string(s.lost) + " filtered " +
-           std::to_string(s.filtered) + (s.finished ? " finished: " + s.stop_reason : "") + "\n";
-  for (auto& e : m.edges)
-    out += "  edge " + e.producer + " -> " + e.consumer + ": sent " + std::to_string(e.sent) +
-           " received " + std::to_string(e.received) + " credit " + std::to_string(e.credit) +
-           " queued " + std::to_string(e.queued) +
-           (e.partition.empty() ? "" : " partition " + e.partition) + "\n";
-  return out;
-}
+using sluice_test::dump;
 
 /// Why the run is stuck: Run::diagnose() where the engine has it, and the counters.
 template <class R>
@@ -123,8 +104,8 @@ std::optional<std::string> watch(sluice::Run& run, std::chrono::milliseconds sta
 /// Runs one seed; returns whether every check passed.
 bool run_case(std::uint64_t seed) {
   const auto spec = stress::rg::generate(
-      seed, stress::knobs(env_u64("SLUICE_STRESS_DELIVERIES").value_or(kDeliveries),
-                          env_u64("SLUICE_STRESS_HASH_DROPS").value_or(1) != 0));
+      seed, stress::knobs(sluice_test::env_number("SLUICE_STRESS_DELIVERIES").value_or(kDeliveries),
+                          sluice_test::env_number("SLUICE_STRESS_HASH_DROPS").value_or(1) != 0));
   const std::string graph = spec.describe();
   CAPTURE(seed);
   INFO("replay with SLUICE_STRESS_SEED=", seed, "\n", graph);
@@ -172,15 +153,15 @@ bool run_case(std::uint64_t seed) {
 }
 
 void run_block(int block) {
-  if (auto seed = env_u64("SLUICE_STRESS_SEED")) {
+  if (auto seed = sluice_test::env_number("SLUICE_STRESS_SEED")) {
     if (block == 0) {
       MESSAGE("replaying seed ", *seed);
       run_case(*seed);
     }
     return;
   }
-  const auto count = env_u64("SLUICE_STRESS_COUNT").value_or(kDefaultSeeds);
-  const auto first = env_u64("SLUICE_STRESS_FIRST").value_or(1);
+  const auto count = sluice_test::env_number("SLUICE_STRESS_COUNT").value_or(kDefaultSeeds);
+  const auto first = sluice_test::env_number("SLUICE_STRESS_FIRST").value_or(1);
   const auto b = static_cast<std::uint64_t>(block);
   for (std::uint64_t i = count * b / kBlocks; i < count * (b + 1) / kBlocks; ++i)
     run_case(first + i);
@@ -269,7 +250,7 @@ TEST_CASE("soak: random graphs back to back while RSS stays flat") {
   const auto first = read_memory();
   REQUIRE(first.rss_kib > 0);
   CHECK(first.hwm_kib >= first.rss_kib);
-  const auto seconds = env_u64("SLUICE_SOAK_SECONDS").value_or(0);
+  const auto seconds = sluice_test::env_number("SLUICE_SOAK_SECONDS").value_or(0);
   if (seconds == 0) return;
 
   const auto start = Clock::now();
@@ -279,7 +260,7 @@ TEST_CASE("soak: random graphs back to back while RSS stays flat") {
   const auto warm_up = std::chrono::seconds(std::min<std::uint64_t>(60, seconds / 3));
   const auto interval = std::chrono::seconds(10);
   std::optional<std::uint64_t> baseline_kib;
-  std::uint64_t seed = env_u64("SLUICE_STRESS_FIRST").value_or(1'000'000);
+  std::uint64_t seed = sluice_test::env_number("SLUICE_STRESS_FIRST").value_or(1'000'000);
   std::uint64_t cases = 0;
   auto next_sample = start + interval;
   std::printf("soak: %llu s, RSS sampled every %lld s, warm-up %lld s\n",
