@@ -15,21 +15,19 @@
 // reads per second). The threads:1 variants run the same graphs with RunOptions::concurrency = 1
 // (every stage on one thread), to show what the second core gains or costs.
 //
-// The oneTBB flow graph baselines (input_node -> ...) run in the default oneTBB arena (the same
-// number of threads as the engine's). Each shape has a one-event-per-message variant and a
-// variant with user-made batches of 1024 events per message. They are the closest honest
-// equivalents a user could build, not the same protocol:
+// The oneTBB flow graph baselines are bench/tbb_baselines.hpp's (sluice-bench runs the same
+// ones), in the default oneTBB arena (the same number of threads as the engine's), each as one
+// event per message and with user-made batches of 1024 events per message:
 //   demand     input_node -> function_node with concurrency N (any free body instance takes the
 //              next message, like a demand dispatcher's free consumer); per-thread sums.
 //   broadcast  input_node -> broadcast_node -> N serial function_nodes. Batched: a
 //              std::shared_ptr<const std::vector<Event>> per message, so the consumers share one
-//              batch (zero copy, as the engine's shared batches; a plain std::vector would be
-//              copied once per consumer).
+//              batch (zero copy, as the engine's shared batches).
 //   partition  input_node -> serial multifunction_node routing by key -> 4 serial
 //              function_nodes. Batched: the router splits each batch of 1024 into 4 vectors.
 // Serial flow graph nodes queue without bound (no back-pressure): their streams are kept short.
 //
-// BM_Ring (bench/baselines.hpp, as in bench_engine) is here only as the machine's health check
+// BM_Ring (bench/bm_common.hpp, as in bench_engine) is here only as the machine's health check
 // within the same run: when it falls far below ~900 M/s the machine gave the run one core, and
 // the run's figures are not worth keeping.
 #include <algorithm>
@@ -47,14 +45,13 @@
 #include <utility>
 #include <vector>
 
-#include <tbb/combinable.h>
-#include <tbb/flow_graph.h>
-
 #include <sluice/sluice.hpp>
 
 #include <benchmark/benchmark.h>
 
-#include "baselines.hpp"
+#include "bm_common.hpp"
+#include "tbb_baselines.hpp"
+#include <support/stages.hpp>
 
 namespace {
 
@@ -63,8 +60,23 @@ using Event = std::int64_t;
 /// A 256-byte event: word 0 and word 31 carry the sequence number, the rest is zero.
 struct Big {
   std::array<std::uint64_t, 32> words{};
+  Big() = default;
+  explicit Big(Event seq) {
+    words[0] = static_cast<std::uint64_t>(seq);
+    words[31] = static_cast<std::uint64_t>(seq);
+  }
 };
 static_assert(sizeof(Big) == 256);
+
+/// What a consumer adds up for an event, and a second value that must add up to the same (the
+/// 256-byte event's last word, so that both its ends are read). Found by the flow graph
+/// baselines too (tbb_baselines.hpp has the int64_t ones).
+Event value_of(const Big& b) {
+  return static_cast<Event>(b.words[0]);
+}
+Event check_of(const Big& b) {
+  return static_cast<Event>(b.words[31]);
+}
 
 /// Events per iteration, chosen for roughly 0.2-1 s per iteration on a 2-core machine. The flow
 /// graph's one-event-per-message variants move far fewer events (rates still compare): its serial
@@ -77,15 +89,12 @@ constexpr std::int64_t flow_demand_batch_length = 200'000'000;
 constexpr std::int64_t flow_broadcast_batch_length = 100'000'000;
 constexpr std::int64_t flow_big_batch_length = 8'000'000;
 constexpr std::int64_t flow_partition_batch_length = 40'000'000;
-/// Events per message in the flow graph's batched variants (user-made batches).
-constexpr std::size_t flow_batch = 1024;
-
 constexpr std::size_t max_consumers = 4;
 
-/// 0 + 1 + ... + (n-1).
-constexpr Event sum_below(Event n) {
-  return n * (n - 1) / 2;
-}
+using sluice_bench::check_of;
+using sluice_bench::sum_below;
+using sluice_bench::timed;
+using sluice_bench::value_of;
 
 /// The sum of the v < n with v % 4 == p: v = 4k + p for k < m = ceil((n - p) / 4).
 constexpr Event sum_below_in_class(Event n, Event p) {
@@ -96,62 +105,16 @@ constexpr Event sum_below_in_class(Event n, Event p) {
 static_assert(sum_below_in_class(10, 0) == 0 + 4 + 8 && sum_below_in_class(10, 1) == 1 + 5 + 9 &&
               sum_below_in_class(10, 2) == 2 + 6 && sum_below_in_class(10, 3) == 3 + 7);
 
-// ---- events ------------------------------------------------------------------------------------
-
-template <class E>
-E make_event(Event seq);
-
-template <>
-Event make_event<Event>(Event seq) {
-  return seq;
-}
-
-template <>
-Big make_event<Big>(Event seq) {
-  Big b;
-  b.words[0] = static_cast<std::uint64_t>(seq);
-  b.words[31] = static_cast<std::uint64_t>(seq);
-  return b;
-}
-
-/// What a consumer adds up for an event, and a second value that must add up to the same (the
-/// 256-byte event's last word, so that its both ends are read).
-inline Event key_of(Event e) {
-  return e;
-}
-inline Event key_of(const Big& b) {
-  return static_cast<Event>(b.words[0]);
-}
-inline Event check_of(Event e) {
-  return e;
-}
-inline Event check_of(const Big& b) {
-  return static_cast<Event>(b.words[31]);
-}
-
 // ---- results, one cache line per consumer ------------------------------------------------------
 
-struct alignas(64) Tally {
-  Event sum = 0;
-  Event check = 0;    // must equal sum
-  Event foreign = 0;  // partition: events of another partition
-};
-
+using sluice_bench::Tally;
 using Tallies = std::array<Tally, max_consumers>;
 
 // ---- the user's stages -------------------------------------------------------------------------
 
 /// Emits events 0..limit-1 as demand arrives, one ctx.emit per event, then finishes.
 template <class E>
-struct Counter {
-  Event next = 0;
-  Event limit = 0;
-  void handle_demand(std::size_t n, sluice::Context<E>& ctx) {
-    for (std::size_t i = 0; i < n && next < limit; ++i)
-      ctx.emit(make_event<E>(next++));
-    if (next == limit) ctx.finish();
-  }
-};
+using Counter = sluice_test::CountingSource<E>;
 
 /// Adds what it receives to its instance's tally (the engine copies the handler per instance, so
 /// the results live outside). Takes const events: a broadcast's batches are shared.
@@ -162,7 +125,7 @@ struct Sum {
     Event s = 0;
     Event c = 0;
     for (const auto& e : in) {
-      s += key_of(e);
+      s += value_of(e);
       c += check_of(e);
     }
     auto& t = (*tallies)[ctx.instance()];
@@ -217,7 +180,7 @@ std::string str(Event v) {
 }
 
 /// Demand and partition: the consumers' sums add up to the stream's.
-std::string check_total(const Tallies& t, std::size_t consumers, Event n) {
+std::string check_total(std::span<const Tally> t, std::size_t consumers, Event n) {
   Event sum = 0;
   for (std::size_t i = 0; i < consumers; ++i) {
     sum += t[i].sum;
@@ -231,7 +194,7 @@ std::string check_total(const Tallies& t, std::size_t consumers, Event n) {
 }
 
 /// Broadcast: every consumer saw the whole stream.
-std::string check_each(const Tallies& t, std::size_t consumers, Event n) {
+std::string check_each(std::span<const Tally> t, std::size_t consumers, Event n) {
   for (std::size_t i = 0; i < consumers; ++i)
     if (t[i].sum != sum_below(n) || t[i].check != sum_below(n))
       return "consumer " + std::to_string(i) + ": sum " + str(t[i].sum) + " / " + str(t[i].check) +
@@ -240,7 +203,7 @@ std::string check_each(const Tallies& t, std::size_t consumers, Event n) {
 }
 
 /// Partition by key % 4: consumer i got exactly the events of class i.
-std::string check_classes(const Tallies& t, Event n) {
+std::string check_classes(std::span<const Tally> t, Event n) {
   if (auto e = check_total(t, 4, n); !e.empty()) return e;
   for (std::size_t i = 0; i < 4; ++i)
     if (t[i].sum != sum_below_in_class(n, static_cast<Event>(i)))
@@ -304,11 +267,6 @@ void run_flow(benchmark::State& state, std::int64_t length, std::size_t event_by
     }
   }
   report(state, length, event_bytes, consumers);
-}
-
-/// Work runs on other threads: rates over wall time; CPU is the whole process's.
-void timed(benchmark::internal::Benchmark* b) {
-  b->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
 }
 
 // ---- the engine --------------------------------------------------------------------------------
@@ -449,109 +407,14 @@ void BM_Partition4_MapSum(benchmark::State& state) {
 }
 BENCHMARK(BM_Partition4_MapSum)->Apply(timed);
 
-// ---- the machine's health check ----------------------------------------------------------------
-
-/// The two-core hand-off limit (bench/baselines.hpp): a hand-written SPSC ring, batch 256.
-void BM_Ring(benchmark::State& state) {
-  constexpr std::int64_t length = 20'000'000;
-  for (auto _ : state) {
-    if (sluice_bench::ring_handoff(length, 256) != sum_below(length)) {
-      state.SkipWithError("ring_handoff: wrong sum");
-      break;
-    }
-  }
-  report(state, length, sizeof(Event), 1);
-}
-BENCHMARK(BM_Ring)->Apply(timed);
-
-// ---- oneTBB flow graph -------------------------------------------------------------------------
-
-namespace flow = tbb::flow;
-
-/// An input_node body emitting events 0..limit-1, one per message.
-template <class E>
-struct FlowCounter {
-  Event next = 0;
-  Event limit = 0;
-  E operator()(tbb::flow_control& fc) {
-    if (next == limit) {
-      fc.stop();
-      return E{};
-    }
-    return make_event<E>(next++);
-  }
-};
-
-/// An input_node body emitting events 0..limit-1 in user-made batches of `flow_batch`.
-template <class E>
-struct FlowBatcher {
-  Event next = 0;
-  Event limit = 0;
-  std::vector<E> operator()(tbb::flow_control& fc) {
-    if (next == limit) {
-      fc.stop();
-      return {};
-    }
-    std::vector<E> batch;
-    const Event end = std::min(limit, next + static_cast<Event>(flow_batch));
-    batch.reserve(static_cast<std::size_t>(end - next));
-    while (next < end)
-      batch.push_back(make_event<E>(next++));
-    return batch;
-  }
-};
-
-/// A shared, immutable batch (broadcast without a copy per consumer).
-template <class E>
-using SharedBatch = std::shared_ptr<const std::vector<E>>;
-
-template <class E>
-struct FlowSharedBatcher {
-  FlowBatcher<E> batcher;
-  SharedBatch<E> operator()(tbb::flow_control& fc) {
-    auto batch = batcher(fc);
-    return std::make_shared<const std::vector<E>>(std::move(batch));
-  }
-};
+// ---- oneTBB flow graph (bench/tbb_baselines.hpp) ------------------------------------------------
 
 /// Demand: input_node -> function_node with concurrency N; per-thread sums.
 void flow_demand(benchmark::State& state, bool batched) {
   const auto consumers = static_cast<std::size_t>(state.range(0));
   const auto length = batched ? flow_demand_batch_length : flow_length;
-  run_flow(state, length, sizeof(Event), consumers, [&]() -> std::string {
-    tbb::combinable<Tally> sums;
-    flow::graph g;
-    if (batched) {
-      flow::input_node<std::vector<Event>> src(g, FlowBatcher<Event>{0, length});
-      flow::function_node<std::vector<Event>> sum(g, consumers,
-                                                  [&sums](const std::vector<Event>& in) {
-                                                    Event s = 0;
-                                                    for (auto v : in)
-                                                      s += v;
-                                                    auto& t = sums.local();
-                                                    t.sum += s;
-                                                    t.check += s;
-                                                  });
-      flow::make_edge(src, sum);
-      src.activate();
-      g.wait_for_all();
-    } else {
-      flow::input_node<Event> src(g, FlowCounter<Event>{0, length});
-      flow::function_node<Event> sum(g, consumers, [&sums](Event v) {
-        auto& t = sums.local();
-        t.sum += v;
-        t.check += v;
-      });
-      flow::make_edge(src, sum);
-      src.activate();
-      g.wait_for_all();
-    }
-    Tallies t{};
-    sums.combine_each([&t](const Tally& local) {
-      t[0].sum += local.sum;
-      t[0].check += local.check;
-    });
-    return check_total(t, 1, length);
+  run_flow(state, length, sizeof(Event), consumers, [&] {
+    return check_total(sluice_bench::flow_fan_out<Event>(length, consumers, batched), 1, length);
   });
 }
 
@@ -568,48 +431,9 @@ BENCHMARK(BM_FlowGraph_Demand_Batch1024)->ArgName("consumers")->Arg(2)->Arg(4)->
 template <class E>
 void flow_broadcast(benchmark::State& state, std::int64_t length, bool batched) {
   const auto consumers = static_cast<std::size_t>(state.range(0));
-  run_flow(state, length, sizeof(E), consumers, [&]() -> std::string {
-    auto tallies = std::make_unique<Tallies>();
-    flow::graph g;
-    if (batched) {
-      using Msg = SharedBatch<E>;
-      flow::input_node<Msg> src(g, FlowSharedBatcher<E>{{0, length}});
-      flow::broadcast_node<Msg> fan(g);
-      std::vector<std::unique_ptr<flow::function_node<Msg>>> sums;
-      for (std::size_t i = 0; i < consumers; ++i) {
-        sums.push_back(std::make_unique<flow::function_node<Msg>>(
-            g, flow::serial, [&t = (*tallies)[i]](const Msg& in) {
-              Event s = 0;
-              Event c = 0;
-              for (const auto& e : *in) {
-                s += key_of(e);
-                c += check_of(e);
-              }
-              t.sum += s;
-              t.check += c;
-            }));
-        flow::make_edge(fan, *sums.back());
-      }
-      flow::make_edge(src, fan);
-      src.activate();
-      g.wait_for_all();
-    } else {
-      flow::input_node<E> src(g, FlowCounter<E>{0, length});
-      flow::broadcast_node<E> fan(g);
-      std::vector<std::unique_ptr<flow::function_node<E>>> sums;
-      for (std::size_t i = 0; i < consumers; ++i) {
-        sums.push_back(std::make_unique<flow::function_node<E>>(g, flow::serial,
-                                                                [&t = (*tallies)[i]](const E& e) {
-                                                                  t.sum += key_of(e);
-                                                                  t.check += check_of(e);
-                                                                }));
-        flow::make_edge(fan, *sums.back());
-      }
-      flow::make_edge(src, fan);
-      src.activate();
-      g.wait_for_all();
-    }
-    return check_each(*tallies, consumers, length);
+  run_flow(state, length, sizeof(E), consumers, [&] {
+    return check_each(sluice_bench::flow_broadcast<E>(length, consumers, batched), consumers,
+                      length);
   });
 }
 
@@ -634,84 +458,8 @@ BENCHMARK(BM_FlowGraph_Broadcast_Big256_Batch1024)->ArgName("consumers")->Arg(4)
 /// function_nodes.
 void flow_partition(benchmark::State& state, bool batched) {
   const auto length = batched ? flow_partition_batch_length : flow_length;
-  run_flow(state, length, sizeof(Event), 4, [&]() -> std::string {
-    auto tallies = std::make_unique<Tallies>();
-    flow::graph g;
-    auto make_sums = [&]<class Msg>(std::type_identity<Msg>, auto add) {
-      std::array<std::unique_ptr<flow::function_node<Msg>>, 4> sums;
-      for (std::size_t i = 0; i < 4; ++i)
-        sums[i] = std::make_unique<flow::function_node<Msg>>(
-            g, flow::serial,
-            [&t = (*tallies)[i], i, add](const Msg& in) { add(t, static_cast<Event>(i), in); });
-      return sums;
-    };
-    if (batched) {
-      using Msg = std::vector<Event>;
-      using Router = flow::multifunction_node<Msg, std::tuple<Msg, Msg, Msg, Msg>>;
-      flow::input_node<Msg> src(g, FlowBatcher<Event>{0, length});
-      Router route(g, flow::serial, [](const Msg& in, Router::output_ports_type& ports) {
-        std::array<Msg, 4> parts;
-        for (auto& p : parts)
-          p.reserve(in.size() / 4 + 64);
-        for (auto v : in)
-          parts[static_cast<std::size_t>(v & 3)].push_back(v);
-        std::get<0>(ports).try_put(parts[0]);
-        std::get<1>(ports).try_put(parts[1]);
-        std::get<2>(ports).try_put(parts[2]);
-        std::get<3>(ports).try_put(parts[3]);
-      });
-      auto sums = make_sums(std::type_identity<Msg>{}, [](Tally& t, Event mine, const Msg& in) {
-        Event s = 0;
-        Event foreign = 0;
-        for (auto v : in) {
-          s += v;
-          foreign += (v & 3) != mine ? 1 : 0;
-        }
-        t.sum += s;
-        t.check += s;
-        t.foreign += foreign;
-      });
-      flow::make_edge(src, route);
-      flow::make_edge(flow::output_port<0>(route), *sums[0]);
-      flow::make_edge(flow::output_port<1>(route), *sums[1]);
-      flow::make_edge(flow::output_port<2>(route), *sums[2]);
-      flow::make_edge(flow::output_port<3>(route), *sums[3]);
-      src.activate();
-      g.wait_for_all();
-    } else {
-      using Router = flow::multifunction_node<Event, std::tuple<Event, Event, Event, Event>>;
-      flow::input_node<Event> src(g, FlowCounter<Event>{0, length});
-      Router route(g, flow::serial, [](const Event& v, Router::output_ports_type& ports) {
-        switch (v & 3) {
-          case 0:
-            std::get<0>(ports).try_put(v);
-            break;
-          case 1:
-            std::get<1>(ports).try_put(v);
-            break;
-          case 2:
-            std::get<2>(ports).try_put(v);
-            break;
-          default:
-            std::get<3>(ports).try_put(v);
-            break;
-        }
-      });
-      auto sums = make_sums(std::type_identity<Event>{}, [](Tally& t, Event mine, Event v) {
-        t.sum += v;
-        t.check += v;
-        t.foreign += (v & 3) != mine ? 1 : 0;
-      });
-      flow::make_edge(src, route);
-      flow::make_edge(flow::output_port<0>(route), *sums[0]);
-      flow::make_edge(flow::output_port<1>(route), *sums[1]);
-      flow::make_edge(flow::output_port<2>(route), *sums[2]);
-      flow::make_edge(flow::output_port<3>(route), *sums[3]);
-      src.activate();
-      g.wait_for_all();
-    }
-    return check_classes(*tallies, length);
-  });
+  run_flow(state, length, sizeof(Event), 4,
+           [&] { return check_classes(sluice_bench::flow_partition<4>(length, batched), length); });
 }
 
 void BM_FlowGraph_Partition4(benchmark::State& state) {

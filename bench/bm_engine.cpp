@@ -28,6 +28,7 @@
 #include <benchmark/benchmark.h>
 
 #include "baselines.hpp"
+#include "bm_common.hpp"
 #include <support/stages.hpp>
 
 namespace {
@@ -65,10 +66,7 @@ using Silent = sluice_test::IdleSource<Event>;
 
 // ---- expected results --------------------------------------------------------------------------
 
-/// 0 + 1 + ... + (n-1).
-constexpr Event sum_below(Event n) {
-  return n * (n - 1) / 2;
-}
+using sluice_bench::sum_below;
 
 /// The sum of 3v over the even v below n: with v = 2k, k < m = ceil(n/2), it is 3m(m-1).
 constexpr Event pipeline4_sum(Event n) {
@@ -116,11 +114,7 @@ void run_graphs(benchmark::State& state, Declare declare, Event expected,
                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-/// Work runs on other threads: rates over wall time; the CPU column is the whole process's CPU
-/// time per iteration, so CPU / Time is the number of cores kept busy.
-void timed(benchmark::internal::Benchmark* b) {
-  b->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
-}
+using sluice_bench::timed;
 
 void both_windows(benchmark::internal::Benchmark* b) {
   timed(b->ArgName("max_demand")->Arg(1000)->Arg(10000));
@@ -132,21 +126,7 @@ void small_window(benchmark::internal::Benchmark* b) {
 
 // ---- baselines (bench/baselines.hpp): two threads, no engine ----------------------------------
 
-/// The two-core hand-off limit: a hand-written SPSC ring, batched on both sides.
-void BM_Ring(benchmark::State& state) {
-  const auto batch = static_cast<std::size_t>(state.range(0));
-  for (auto _ : state) {
-    const Event sum = sluice_bench::ring_handoff(stream_length, batch);
-    if (sum != sum_below(stream_length)) {
-      state.SkipWithError("ring_handoff: wrong sum");
-      break;
-    }
-  }
-  state.SetItemsProcessed(state.iterations() * stream_length);
-  state.counters["batch"] = static_cast<double>(batch);
-  state.counters["stages"] = 2;
-}
-BENCHMARK(BM_Ring)->ArgName("batch")->Arg(256)->Apply(timed);
+// BM_Ring, the two-core hand-off limit: bench/bm_common.hpp.
 
 /// moodycamel ConcurrentQueue, bulk 256, bounded by a GenStage-style demand counter.
 void BM_Moodycamel(benchmark::State& state) {

@@ -239,13 +239,13 @@ std::vector<EngineRun> flow_fan(const std::string& scenario, Fan fan, std::size_
         [=](const Params& p) {
           switch (fan) {
             case Fan::broadcast:
-              return flow_broadcast(p.events, n, batched);
+              return total(flow_broadcast(p.events, n, batched));
             case Fan::partition:
-              if (n == 4) return flow_partition<4>(p.events, batched);
-              if (n == 8) return flow_partition<8>(p.events, batched);
+              if (n == 4) return total(flow_partition<4>(p.events, batched));
+              if (n == 8) return total(flow_partition<8>(p.events, batched));
               throw std::invalid_argument("partition scenarios have 4 or 8 partitions");
             default:
-              return flow_fan_out(p.events, n, batched);
+              return total(flow_fan_out(p.events, n, batched));
           }
         },
         expected));
