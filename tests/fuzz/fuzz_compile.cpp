@@ -32,7 +32,7 @@
 
 #include <sluice/sluice.hpp>
 
-#include "support/random_graph.hpp"
+#include "support/random_graph_builder.hpp"
 #include "support/stages.hpp"
 #include <fuzzer/FuzzedDataProvider.h>
 

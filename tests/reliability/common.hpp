@@ -21,7 +21,7 @@
 
 #include <doctest/doctest.h>
 
-#include <support/random_graph.hpp>
+#include <support/random_graph_builder.hpp>
 #include <support/stages.hpp>
 #include <support/watch.hpp>
 

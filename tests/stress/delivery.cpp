@@ -7,6 +7,8 @@
 #include <span>
 #include <thread>
 
+#include "support/random_graph_builder.hpp"
+
 namespace stress {
 
 rg::Knobs knobs(std::uint64_t deliveries, bool hash_drops) {
