@@ -115,7 +115,7 @@ TEST_CASE("a source with demand it cannot meet and a producer_consumer waiting f
         "edge 'doubler' -> 'forwarder': 'forwarder' waits for 4 events it asked for\n");
   CHECK(d.of(Kind::awaits_input).size() == 1);
   CHECK(d.of(Kind::awaits_upstream).size() == 1);
-  CHECK(d.of(Kind::owed).size() == 2);
+  CHECK(d.of(Kind::outstanding).size() == 2);
   // Input arrives: the graph moves, and the consumer's demand is met.
   run.send_info(p, Queue{{"a", "b"}});
   run.run_until_idle();
@@ -142,14 +142,14 @@ TEST_CASE("a push source nobody pushes to, on threads") {
                   {.max_demand = 50});
   auto run = g.run();
   auto d = diagnose_until(run, [](const sluice::Diagnosis& x) {
-    return !x.of(Kind::awaits_input).empty() && !x.of(Kind::owed).empty();
+    return !x.of(Kind::awaits_input).empty() && !x.of(Kind::outstanding).empty();
   });
   REQUIRE(d.of(Kind::awaits_input).size() == 1);
   CHECK(d.of(Kind::awaits_input)[0].stage == "input");
   CHECK(d.of(Kind::awaits_input)[0].message ==
         "stage 'input' has 50 demand it has not met: it waits for input from outside the graph "
         "(an external push, a message, a timer)");
-  CHECK(d.of(Kind::owed)[0].message ==
+  CHECK(d.of(Kind::outstanding)[0].message ==
         "edge 'input' -> 'sink': 'sink' waits for 50 events it "
         "asked for");
   in.push(1);

@@ -91,7 +91,7 @@ TEST_CASE("asks arrive one by one, in order, past the ring they are combined") {
   std::vector<std::int64_t> seen;
   e.take_asks([&](std::int64_t n) { seen.push_back(n); });
   CHECK(seen == std::vector<std::int64_t>{1, 2, 3});
-  CHECK(e.credit_approx() == 0);
+  CHECK(e.untaken_approx() == 0);
   for (int n : {1, 1, 1, 1, 5, 6})  // 4 fit, 5 and 6 spill
     e.ask(n);
   seen.clear();

@@ -83,7 +83,7 @@ inline std::uint64_t activity(const sluice::Metrics& m) {
   for (auto& s : m.stages)
     a += s.events_in + s.events_out + s.lost + s.dropped + s.filtered + (s.finished ? 1 : 0);
   for (auto& e : m.edges)
-    a += e.sent + e.received + static_cast<std::uint64_t>(e.credit);
+    a += e.sent + e.received + static_cast<std::uint64_t>(e.untaken);
   return a;
 }
 

@@ -29,7 +29,7 @@ inline std::string dump(const sluice::Metrics& m) {
            std::to_string(s.filtered) + (s.finished ? " finished: " + s.stop_reason : "") + "\n";
   for (auto& e : m.edges)
     out += "  edge " + e.producer + " -> " + e.consumer + ": sent " + std::to_string(e.sent) +
-           " received " + std::to_string(e.received) + " credit " + std::to_string(e.credit) +
+           " received " + std::to_string(e.received) + " untaken " + std::to_string(e.untaken) +
            " queued " + std::to_string(e.queued) +
            (e.partition.empty() ? "" : " partition " + e.partition) + "\n";
   return out;

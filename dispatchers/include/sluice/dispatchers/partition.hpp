@@ -9,7 +9,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -62,34 +61,13 @@ class PartitionDispatcher final : public Dispatcher<Event> {
   /// Refuses invalid dispatcher options (option_error naming the option), without making a
   /// dispatcher: what the constructor and the factories check.
   static void check(const Partitions& partitions, const PartitionDispatcherOptions& options) {
-    if (partitions.requested_count() < 1)
-      throw option_error("option partitions must name at least 1 partition, got: " +
-                         std::to_string(partitions.requested_count()));
-    if (partitions.requested_count() > max_partitions)
-      throw option_error("option partitions must name at most " + std::to_string(max_partitions) +
-                         " partitions, got: " + std::to_string(partitions.requested_count()));
-    if (options.queue_size < 1)
-      throw option_error("option queue_size must be greater than 0, got: " +
-                         std::to_string(options.queue_size));
-    if constexpr (std::is_same_v<Hash, DefaultPartitionHash>) {
+    constexpr bool default_hash = std::is_same_v<Hash, DefaultPartitionHash>;
+    if constexpr (default_hash)
       static_assert(
           requires(const Event& e) { std::hash<Event>{}(e); },
           "the partition dispatcher's default hash needs std::hash<Event>; pass a "
           "hash function");
-      if (!partitions.all_integers())
-        throw option_error(
-            "option hash is required when partitions are not integers (got partitions: " +
-            partitions.to_string() + ")");
-    }
-    std::set<std::int64_t> indices;
-    std::set<std::string> names;
-    for (std::size_t i = 0; i < partitions.size(); ++i) {
-      const Partition& p = partitions[i];
-      const bool fresh =
-          p.is_index() ? indices.insert(p.index()).second : names.insert(p.name()).second;
-      if (!fresh)
-        throw option_error("option partitions: partition " + p.to_string() + " is listed twice");
-    }
+    check_partition_options(partitions, options, default_hash);
   }
 
   void validate(const SubscriberInfo& s) const override {
@@ -476,10 +454,11 @@ class PartitionDispatcher final : public Dispatcher<Event> {
   std::vector<Event*> cursors_;       // scatter()'s write cursor per partition
   std::map<SubscriberId, std::size_t> slot_of_;
   std::deque<PendingInfo> infos_;
-  std::int64_t waiting_ = 0;   // upstream demand not yet used by dispatch
-  std::int64_t pending_ = 0;   // asked upstream for subscribers that left
-  std::int64_t withheld_ = 0;  // owed upstream, held while a subscribed partition is backed up
-  std::size_t orphans_ = 0;    // partitions whose subscriber left
+  std::int64_t waiting_ = 0;  // upstream demand not yet used by dispatch
+  std::int64_t pending_ = 0;  // asked upstream for subscribers that left
+  std::int64_t withheld_ =
+      0;  // demand for upstream, held back while a subscribed partition is backed up
+  std::size_t orphans_ = 0;  // partitions whose subscriber left
 };
 
 }  // namespace sluice

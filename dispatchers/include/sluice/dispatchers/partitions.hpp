@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <concepts>
 #include <cstdint>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include <sluice/engine/errors.hpp>
 #include <sluice/engine/options.hpp>
 
 namespace sluice {
@@ -58,5 +60,33 @@ struct PartitionDispatcherOptions {
 
 /// Selects the default hash: std::hash<Event>, mixed, modulo the number of partitions.
 struct DefaultPartitionHash {};
+
+/// Refuses invalid partition dispatcher options (option_error naming the option).
+/// `default_hash`: no hash was given, so the partitions must be integers.
+inline void check_partition_options(const Partitions& partitions,
+                                    const PartitionDispatcherOptions& options, bool default_hash) {
+  if (partitions.requested_count() < 1)
+    throw option_error("option partitions must name at least 1 partition, got: " +
+                       std::to_string(partitions.requested_count()));
+  if (partitions.requested_count() > max_partitions)
+    throw option_error("option partitions must name at most " + std::to_string(max_partitions) +
+                       " partitions, got: " + std::to_string(partitions.requested_count()));
+  if (options.queue_size < 1)
+    throw option_error("option queue_size must be greater than 0, got: " +
+                       std::to_string(options.queue_size));
+  if (default_hash && !partitions.all_integers())
+    throw option_error(
+        "option hash is required when partitions are not integers (got partitions: " +
+        partitions.to_string() + ")");
+  std::set<std::int64_t> indices;
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < partitions.size(); ++i) {
+    const Partition& p = partitions[i];
+    const bool fresh =
+        p.is_index() ? indices.insert(p.index()).second : names.insert(p.name()).second;
+    if (!fresh)
+      throw option_error("option partitions: partition " + p.to_string() + " is listed twice");
+  }
+}
 
 }  // namespace sluice

@@ -23,7 +23,7 @@ struct Finding {
                       ///< inside a callback)
     awaits_downstream,  ///< a producer_consumer leaves events on its input: none of its own
                         ///< consumers asks (it handles events only as they ask)
-    owed,         ///< the consumer asked and waits for the producer (see the producer's finding)
+    outstanding,  ///< the consumer asked and waits for the producer (see the producer's finding)
     zero_demand,  ///< the consumer asks for nothing more (manual demand not asked, or it is
                   ///< done), so the producer sends nothing on this edge
   };
@@ -114,7 +114,7 @@ inline void diagnose_edge(const EdgeMetrics& e,
   if (finished(e.consumer)) return;
   const std::string edge = "edge " + quoted(e.producer) + " -> " + quoted(e.consumer) + ": ";
   const auto in_flight = e.sent >= e.received ? e.sent - e.received : 0;
-  const auto owed = e.asked > e.sent ? e.asked - e.sent : 0;
+  const auto outstanding = e.asked > e.sent ? e.asked - e.sent : 0;
   auto c = by_name.find(e.consumer);
   const bool held_back = c != by_name.end() && c->second->kind == StageKind::producer_consumer &&
                          c->second->demand <= 0;
@@ -128,9 +128,10 @@ inline void diagnose_edge(const EdgeMetrics& e,
                        " events it has not handled (slow, or blocked in a callback)"});
   } else if (finished(e.producer)) {
     return;  // the edge has ended; the consumer finishes when all its inputs have
-  } else if (owed > 0) {
-    out.push_back({Finding::Kind::owed, e.producer, e.consumer,
-                   edge + quoted(e.consumer) + " waits for " + num(owed) + " events it asked for"});
+  } else if (outstanding > 0) {
+    out.push_back(
+        {Finding::Kind::outstanding, e.producer, e.consumer,
+         edge + quoted(e.consumer) + " waits for " + num(outstanding) + " events it asked for"});
   } else {
     std::string held;
     if (e.queued > 0) held = "; " + quoted(e.producer) + " queues " + num(e.queued) + " for it";

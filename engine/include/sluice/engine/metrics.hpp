@@ -37,8 +37,8 @@ struct EdgeMetrics {
   std::uint64_t sent = 0;      ///< events the producer put on the edge
   std::uint64_t received = 0;  ///< events the consumer has handled (sent - received: in flight,
                                ///< or lost if the consumer stopped early)
-  std::int64_t credit = 0;     ///< demand granted and not yet collected by the producer
-  std::uint64_t asked = 0;     ///< demand the consumer granted in all (asked - sent: still owed)
+  std::int64_t untaken = 0;    ///< demand asked and not yet taken by the producer
+  std::uint64_t asked = 0;     ///< demand the consumer asked in all (asked - sent: outstanding)
   bool manual_demand = false;  ///< the consumer asks by hand (DemandControl::manual)
   std::uint64_t queued = 0;    ///< events the producer's dispatcher holds for this consumer
                                ///< (a partition's queue: skew shows here)

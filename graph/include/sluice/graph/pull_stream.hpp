@@ -1,7 +1,7 @@
 #pragma once
 
-#include <any>
 #include <algorithm>
+#include <any>
 #include <atomic>
 #include <concepts>
 #include <cstddef>
@@ -21,6 +21,7 @@
 #include <sluice/engine/mpmc_queue.hpp>
 #include <sluice/engine/run.hpp>
 #include <sluice/graph/detail/graph_data.hpp>
+#include <sluice/graph/detail/last_holder.hpp>
 #include <sluice/graph/detail/shared_waker.hpp>
 
 namespace sluice {
@@ -110,17 +111,10 @@ class StreamState {
   std::int64_t since_wake_ = 0;
 };
 
-/// Ends `state` when the last holder goes: every copy of a stream's sink (in the graph, its
-/// compiled graphs and the run) shares one, so a reader whose graph is gone without a run sees
-/// the end instead of waiting for ever.
+/// Ends `state` when the last holder goes: every copy of a stream's sink shares one, so a
+/// reader whose graph is gone without a run sees the end.
 template <class State>
-struct Ender {
-  std::shared_ptr<State> state;
-  explicit Ender(std::shared_ptr<State> s) : state(std::move(s)) {}
-  Ender(const Ender&) = delete;
-  Ender& operator=(const Ender&) = delete;
-  ~Ender() { state->end(); }
-};
+using Ender = LastHolder<State, &State::end>;
 
 /// The sink behind Stage::stream and attach_stream: asks by hand for what the reader has room
 /// for, on each of its subscriptions (one per instance of the producer).

@@ -14,6 +14,7 @@
 
 #include <sluice/engine/context.hpp>
 #include <sluice/engine/mpmc_queue.hpp>
+#include <sluice/graph/detail/last_holder.hpp>
 #include <sluice/graph/detail/shared_waker.hpp>
 
 namespace sluice {
@@ -168,15 +169,9 @@ class PushState {
   SharedWaker waker_;
 };
 
-/// Closes `state` when the last holder goes (`close_on_last` of the two sides below).
+/// Closes `state` when the last holder goes (the source's copies, or the handle's).
 template <class State>
-struct Closer {
-  std::shared_ptr<State> state;
-  explicit Closer(std::shared_ptr<State> s) : state(std::move(s)) {}
-  Closer(const Closer&) = delete;
-  Closer& operator=(const Closer&) = delete;
-  ~Closer() { state->close(); }
-};
+using Closer = LastHolder<State, &State::close>;
 
 /// The source stage behind Graph::push_source. Its copies (in the graph, its compiled graphs
 /// and the run) share one keeper: once none is left, nothing can take from the stream any
@@ -186,13 +181,13 @@ template <class T>
 struct PushSource {
   std::shared_ptr<PushState<T>> state;
   std::shared_ptr<const Closer<PushState<T>>> keeper;
-  std::size_t owed = 0;  // demand not served yet
+  std::size_t demand = 0;  // demand not served yet
   PushSource(std::shared_ptr<PushState<T>> s, std::shared_ptr<const Closer<PushState<T>>> k)
       : state(std::move(s)), keeper(std::move(k)) {}
 
   void handle_subscribe(const SubscribeInfo&, Context<T>& ctx) { state->set_waker(ctx.waker()); }
   void handle_demand(std::size_t n, Context<T>& ctx) {
-    owed += n;
+    demand += n;
     serve(ctx);
   }
   void handle_info(std::any&, Context<T>& ctx) { serve(ctx); }
@@ -208,12 +203,12 @@ struct PushSource {
 
   void serve(Context<T>& ctx) {
     for (;;) {
-      owed -= state->take(owed, ctx);
+      demand -= state->take(demand, ctx);
       if (state->closed_and_empty()) {
         ctx.finish();
         return;
       }
-      if (owed == 0 || !state->arm()) return;
+      if (demand == 0 || !state->arm()) return;
     }
   }
 };

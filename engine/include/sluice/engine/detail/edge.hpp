@@ -51,7 +51,7 @@ class RawSlots {
 /// Two single-producer single-consumer rings: the events themselves (constructed in place, each
 /// message contiguous so the consumer gets a span with no copy), and the message headers, which
 /// keep the producer's message boundaries (GenStage's consumer chunking depends on them). Demand
-/// credit bounds what the rings hold: events <= max_demand (plus, on a manual subscription, the
+/// bounds what the rings hold: events <= max_demand (plus, on a manual subscription, the
 /// message in the consumer's hands), and each message may waste less than max_demand slots to
 /// stay contiguous, hence 2 (manual: 3) x max_demand slots; messages <= max_demand + 2 (the
 /// message being handled, and the end). The rings never grow.
@@ -301,10 +301,11 @@ class Edge {
   std::uint64_t queued_approx() const noexcept { return queued_.get(); }
   std::uint64_t pushed_approx() const noexcept { return pushed_.get(); }
   std::uint64_t consumed_approx() const noexcept { return consumed_.get(); }
-  /// Demand asked for and not yet collected by the producer.
+  /// Demand the consumer asked in all.
   std::uint64_t asked_approx() const noexcept { return asked_.get(); }
   bool manual() const noexcept { return manual_; }
-  std::int64_t credit_approx() const noexcept {
+  /// Demand asked and not yet taken by the producer.
+  std::int64_t untaken_approx() const noexcept {
     return static_cast<std::int64_t>(asked_.get() - taken_.get());
   }
 

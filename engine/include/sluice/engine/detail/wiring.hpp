@@ -108,7 +108,7 @@ class SubscriptionEdges final : public EdgeFactory {
       m.consumer = consumer;
       m.sent = e->pushed_approx();
       m.received = e->consumed_approx();
-      m.credit = e->credit_approx();
+      m.untaken = e->untaken_approx();
       m.asked = e->asked_approx();
       m.manual_demand = e->manual();
       m.queued = e->queued_approx();

@@ -369,7 +369,7 @@ class Cell final : public CellBase,
 
   /// Stops this instance for good: ends every downstream subscription, cancels every upstream
   /// one, counts what it still held as lost, calls handle_terminate, and finishes exactly once
-  /// whatever throws on the way.
+  /// whatever throws on the way (engine/DESIGN.md 6, stop).
   void do_stop(const Reason& reason) noexcept {
     if (phase_ >= Phase::stopping) return;
     phase_ = Phase::stopping;

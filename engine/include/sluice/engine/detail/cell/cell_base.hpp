@@ -28,6 +28,7 @@ inline std::int64_t buffer_size(const ProducerOptions& o, bool producer_consumer
 enum class Phase : std::uint8_t {
   created,   ///< not yet started: handle_subscribe has not run
   running,   ///< handling messages, asks and infos
+  draining,  ///< Run::drain: a producer calls handle_demand no more (engine/DESIGN.md 7)
   stopping,  ///< do_stop is ending its subscriptions; nothing new happens
   finished,  ///< counted out of the run
 };

@@ -148,7 +148,8 @@ class ConsumerSide : public InPort<In> {
     subscription_closed(id, CancelInfo::Origin::producer_ended, reason, false);
   }
 
-  /// A cancel the stage requested (settle carries it out between messages), or Run::detach's.
+  /// A cancel the stage requested (settle carries it out between messages), or Run::detach's
+  /// (engine/DESIGN.md 6, cancel from a consumer's side).
   void do_cancel(SubscriptionId id, const Reason& reason) {
     auto& s = in_[id];
     if (!s.open) return;

@@ -78,7 +78,6 @@ class ProducerSide : public OutPort<Out> {
   Output<Out> out_;
   OutboxImpl outbox_;
   DemandMode mode_;
-  bool draining_ = false;               // Run::drain: handle_demand is called no more
   bool replay_pending_ = false;         // accumulate -> forward: replay what was accumulated
   bool replaced_this_quantum_ = false;  // replacements are asked once per quantum
   std::int64_t downstream_demand_ = 0;  // producer_consumer: asked of it and not yet sent
@@ -115,7 +114,7 @@ class ProducerSide : public OutPort<Out> {
     demand_path(static_cast<std::int64_t>(up));
   }
 
-  /// A subscriber attached while running (Run::attach, engine/DESIGN.md 8 step 5).
+  /// A subscriber attached while running (Run::attach, engine/DESIGN.md 8, attach step 5).
   void late_subscriber(std::any& request) {
     auto& r = std::any_cast<LateSubscriber<Out>&>(request);
     out_.add(r.edge, std::move(r.consumer), r.options, r.consumer_instance);
@@ -183,6 +182,7 @@ class ProducerSide : public OutPort<Out> {
     }
   }
 
+  /// A subscriber cancelled (engine/DESIGN.md 6, cancel from the producer's side).
   void consumer_cancelled(SubscriberId id) {
     auto& c = self();
     auto& s = out_[id];
@@ -197,7 +197,8 @@ class ProducerSide : public OutPort<Out> {
     c.settle();
     // A producer nobody consumes from stops, unless it waits for consumers to attach.
     // (While draining, a dynamic one stops too: no consumer can attach to finish the drain.)
-    if (out_.open() == 0 && (!c.dynamic_ || draining_) && c.phase_ < Phase::stopping)
+    if (out_.open() == 0 && (!c.dynamic_ || c.phase_ == Phase::draining) &&
+        c.phase_ < Phase::stopping)
       c.do_stop(Reason::shutdown());
   }
 
@@ -225,7 +226,7 @@ class ProducerSide : public OutPort<Out> {
       downstream_demand_ += k;
     } else if (mode_ == DemandMode::accumulate) {
       out_.hold_demand(k);
-    } else if (!draining_) {
+    } else if (c.phase_ != Phase::draining) {
       c.invoke([&](auto& ctx) { c.handler_.handle_demand(static_cast<std::size_t>(k), ctx); });
     }
   }
@@ -273,7 +274,7 @@ class ProducerSide : public OutPort<Out> {
     }
   }
 
-  /// The producer's settle steps (engine/DESIGN.md 5, steps 5-7); true if one did something.
+  /// The producer's settle step (engine/DESIGN.md 5, step 5); true if one did something.
   bool settle_output() {
     if (!self_asks_.empty()) {
       const auto [id, n] = self_asks_.front();
@@ -305,16 +306,16 @@ class ProducerSide : public OutPort<Out> {
   void begin_drain() {
     auto& c = self();
     if constexpr (is_producer) {
-      if (draining_) return;
+      if (c.phase_ == Phase::draining) return;
       if (mode_ == DemandMode::accumulate) c.set_demand_mode(DemandMode::forward);
       if constexpr (handler::HandlesDrain<typename C::handler_type, Out>) {
         c.invoke([&](auto& ctx) { c.handler_.handle_drain(ctx); });
       } else {
-        draining_ = true;
+        c.phase_ = Phase::draining;
         c.finish();
       }
     } else {
-      draining_ = true;
+      c.phase_ = Phase::draining;
       if (c.dynamic_ && out_.open() == 0) c.stop(Reason::shutdown());
     }
   }
