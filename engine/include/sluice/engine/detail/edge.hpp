@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <utility>
 
+#include <sluice/engine/detail/assert.hpp>
 #include <sluice/engine/detail/cache_line.hpp>
 #include <sluice/engine/detail/owned_counter.hpp>
 #include <sluice/engine/detail/shared_block.hpp>
@@ -117,6 +118,7 @@ class Edge {
   bool push(std::span<Event> events) noexcept(std::is_nothrow_move_constructible_v<Event>) {
     const auto n = events.size();
     if (n == 0) return true;
+    SLUICE_ASSERT(n <= ev_capacity_, "a message larger than the edge's event ring");
     std::uint64_t start = ev_write_;
     const auto offset = start & (ev_capacity_ - 1);
     if (offset + n > ev_capacity_) start += ev_capacity_ - offset;  // keep each message contiguous
@@ -231,6 +233,8 @@ class Edge {
   /// (metrics). Consumer cell only.
   void release_events(const EdgeMessage& m, std::uint32_t from, std::uint32_t upto,
                       bool delivered = true) noexcept {
+    SLUICE_ASSERT(from == head_done_ && from <= upto && upto <= m.count,
+                  "events released out of order, or beyond the message");
     if (m.kind == EdgeMessage::Kind::events) {
       if constexpr (!std::is_trivially_destructible_v<Event>) {
         Event* base = events_.get() + (m.start & (ev_capacity_ - 1));
@@ -246,6 +250,8 @@ class Edge {
   /// Finishes the message returned by peek(); its events must have been released. Consumer only.
   void pop() noexcept {
     auto& m = messages_[msg_head_local_ & (msg_capacity_ - 1)];
+    SLUICE_ASSERT(m.kind == EdgeMessage::Kind::end || head_done_ == m.count,
+                  "a message popped before all its events were released");
     if (m.kind == EdgeMessage::Kind::shared) {
       static_cast<SharedBlock<Event>*>(m.batch)->release();
       m.batch = nullptr;
@@ -275,6 +281,8 @@ class Edge {
 
   /// Cancels the subscription from the consumer side. Consumer cell only; once.
   void cancel(Reason reason) {
+    // relaxed: only this (the consumer) thread writes cancelled_
+    SLUICE_ASSERT(!cancelled_.load(std::memory_order_relaxed), "a subscription cancelled twice");
     cancel_reason_ = std::move(reason);
     cancelled_.store(true, std::memory_order_release);  // H4
   }

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include <sluice/engine/detail/assert.hpp>
+
 namespace sluice::detail {
 
 template <class Event>
@@ -44,6 +46,8 @@ class SharedBlock {
   /// Moves `events` in; the block must be empty and hold at least events.size(). Sets one
   /// reference (the caller's).
   void fill(std::span<Event> events) noexcept {
+    SLUICE_ASSERT(size_ == 0 && events.size() <= capacity_,
+                  "a shared block filled twice, or beyond its capacity");
     Event* d = data();
     for (std::size_t i = 0; i < events.size(); ++i)
       std::construct_at(d + i, std::move(events[i]));
