@@ -25,12 +25,31 @@ namespace sluice::detail {
 /// The marker behind Context::finish(): an info that stops the stage when it is delivered.
 struct FinishMarker {};
 
-/// Stands for the side a kind of stage does not have (distinct types: both may be absent).
-template <int>
-struct NoSide {
-  NoSide() = default;
+/// The consumer side of a producer: no subscriptions, so each of its steps does nothing.
+struct NoConsumerSide {
+  void start_subscriptions() {}
+  bool poll_inputs(std::size_t /*budget*/) { return false; }
+  bool settle_cancel() { return false; }
+  void cancel_inputs(const Reason&) {}
+  void cancel_all(const Reason&) noexcept {}
+};
+
+/// The producer side of a consumer: no subscribers, so each of its steps does nothing.
+struct NoProducerSide {
   template <class... A>
-  explicit NoSide(A&&...) {}
+  explicit NoProducerSide(A&&...) {}
+  void begin_quantum() {}
+  void start_subscribers() {}
+  void poll_cancellations() {}
+  void poll_asks() {}
+  bool dispatch_emitted() { return false; }
+  bool settle_output() { return false; }
+  bool wants_another_quantum() const { return false; }
+  void begin_drain() {}
+  void late_subscriber(std::any&) {}
+  void end_all(const Reason&) noexcept {}
+  void end_late_subscribers() noexcept {}
+  void publish_output_gauges() {}
 };
 
 /// One instance of a stage. `In` is void for a producer, `Out` void for a consumer.
@@ -42,9 +61,9 @@ struct NoSide {
 /// thread that runs the cell (Schedulable guarantees it); the shared state is in the edges.
 template <class In, class Out, class Handler>
 class Cell final : public CellBase,
-                   public std::conditional_t<std::is_void_v<In>, NoSide<0>,
+                   public std::conditional_t<std::is_void_v<In>, NoConsumerSide,
                                              ConsumerSide<Cell<In, Out, Handler>, In>>,
-                   public std::conditional_t<std::is_void_v<Out>, NoSide<1>,
+                   public std::conditional_t<std::is_void_v<Out>, NoProducerSide,
                                              ProducerSide<Cell<In, Out, Handler>, Out>> {
  public:
   using handler_type = Handler;
@@ -120,7 +139,7 @@ class Cell final : public CellBase,
   /// finishes and a run never hangs.
   bool run_quantum() noexcept override {
     if (phase_ >= Phase::stopping) {
-      end_late_subscribers();
+      this->end_late_subscribers();
       return false;
     }
     const auto timer = busy_timer();
@@ -130,11 +149,11 @@ class Cell final : public CellBase,
         do_stop(Reason::shutdown());
       else
         more = quantum();
-      publish_gauges();
+      this->publish_output_gauges();
     } catch (...) {
       fail(std::current_exception());
     }
-    if (phase_ >= Phase::stopping) end_late_subscribers();  // commands left mid-queue
+    if (phase_ >= Phase::stopping) this->end_late_subscribers();  // commands left mid-queue
     add_busy(timer);
     return more && phase_ < Phase::stopping;
   }
@@ -143,7 +162,7 @@ class Cell final : public CellBase,
   friend ConsumerSide<Cell, In>;
   friend ProducerSide<Cell, Out>;
   using ProducerSideOrNot =
-      std::conditional_t<std::is_void_v<Out>, NoSide<1>, ProducerSide<Cell, Out>>;
+      std::conditional_t<std::is_void_v<Out>, NoProducerSide, ProducerSide<Cell, Out>>;
 
   static constexpr StageKind kind_of() noexcept {
     return !has_in ? StageKind::producer
@@ -167,8 +186,7 @@ class Cell final : public CellBase,
     after_callback();
   }
   void after_callback() {
-    if constexpr (has_out)
-      if (phase_ < Phase::stopping && !this->out_.staged().empty()) this->dispatch_staged();
+    if (phase_ < Phase::stopping) this->dispatch_emitted();
     settle();
   }
 
@@ -180,23 +198,20 @@ class Cell final : public CellBase,
   }
 
   bool quantum() {
-    if constexpr (has_out) this->replaced_this_quantum_ = false;
+    this->begin_quantum();
     if (phase_ == Phase::created) start();
-    if constexpr (has_out) this->poll_cancellations();  // before anything new is dispatched
+    this->poll_cancellations();  // before anything new is dispatched
     drain_external();
-    bool more = false;
-    if constexpr (has_out) this->poll_asks();
-    if constexpr (has_in)
-      if (phase_ < Phase::stopping) more = this->poll_inputs(run_.quantum());
+    this->poll_asks();
+    const bool more = phase_ < Phase::stopping && this->poll_inputs(run_.quantum());
     settle();
-    if constexpr (has_out) more = more || this->replacements_ > 0;  // the next quantum asks
-    return more;
+    return more || this->wants_another_quantum();
   }
 
   void start() {
     phase_ = Phase::running;
-    if constexpr (has_out) this->start_subscribers();
-    if constexpr (has_in) this->start_subscriptions();
+    this->start_subscribers();
+    this->start_subscriptions();
   }
 
   // ---- the settle loop (engine/DESIGN.md 5) -----------------------------------------------------
@@ -216,25 +231,15 @@ class Cell final : public CellBase,
 
   /// One step of the settle loop; false when there is nothing left to do (or the cell stops).
   bool settle_step() {
-    if constexpr (has_out)  // step 1: what the callback emitted is dispatched
-      if (!this->out_.staged().empty()) {
-        this->dispatch_staged();
-        return true;
-      }
-    if (in_message_) return false;  // step 2: stop and cancel wait for the message's end
-    if constexpr (has_in)           // step 3: a requested cancel
-      if (this->in_.has_cancels()) {
-        auto [id, reason] = this->in_.next_cancel();
-        this->do_cancel(id, reason);
-        return true;
-      }
-    if (stop_request_) {  // step 4: a requested stop
+    if (this->dispatch_emitted()) return true;  // step 1: what the callback emitted
+    if (in_message_) return false;           // step 2: stop and cancel wait for the message's end
+    if (this->settle_cancel()) return true;  // step 3: a requested cancel
+    if (stop_request_) {                     // step 4: a requested stop
       carry_out_stop();
       return false;
     }
-    if constexpr (has_out)  // step 5: asks on a subscriber's behalf, replacements, replay
-      if (this->settle_output()) return true;
-    if (mail_.has_ready()) {  // step 6: the next ready info
+    if (this->settle_output()) return true;  // step 5: asks on a subscriber's behalf, ...
+    if (mail_.has_ready()) {                 // step 6: the next ready info
       if (auto info = mail_.next_ready()) deliver_info(std::move(*info));
       return true;
     }
@@ -318,15 +323,13 @@ class Cell final : public CellBase,
           set_demand_mode(cmd.mode);
           break;
         case ExternalCommand::Kind::drain:
-          if constexpr (has_out) this->begin_drain();
+          this->begin_drain();
           break;
         case ExternalCommand::Kind::subscribe:
-          if constexpr (has_out) this->late_subscriber(cmd.message);
+          this->late_subscriber(cmd.message);
           break;
         case ExternalCommand::Kind::cancel_inputs:
-          if constexpr (has_in)
-            for (SubscriptionId id = 0; id < this->in_.size(); ++id)
-              cancel(id, std::any_cast<const Reason&>(cmd.message));
+          this->cancel_inputs(std::any_cast<const Reason&>(cmd.message));
           break;
       }
       settle();
@@ -373,10 +376,10 @@ class Cell final : public CellBase,
   void do_stop(const Reason& reason) noexcept {
     if (phase_ >= Phase::stopping) return;
     phase_ = Phase::stopping;
-    if constexpr (has_out) this->end_all(reason);
-    if constexpr (has_in) this->cancel_all(reason);
+    this->end_all(reason);
+    this->cancel_all(reason);
     try {
-      publish_gauges();
+      this->publish_output_gauges();
     } catch (...) {  // a dispatcher's count threw: the gauges stay as they were
     }
     buffered_.set(0);  // what a dispatcher still holds was counted as lost above
@@ -388,14 +391,6 @@ class Cell final : public CellBase,
     }
     phase_ = Phase::finished;
     mark_finished(reason);
-  }
-
-  void end_late_subscribers() noexcept {
-    if constexpr (has_out) ProducerSideOrNot::end_late_subscribers();
-  }
-
-  void publish_gauges() {
-    if constexpr (has_out) this->publish_output_gauges();
   }
 
   Handler handler_;

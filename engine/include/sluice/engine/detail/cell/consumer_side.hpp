@@ -148,6 +148,20 @@ class ConsumerSide : public InPort<In> {
     subscription_closed(id, CancelInfo::Origin::producer_ended, reason, false);
   }
 
+  /// Settle step 3 (engine/DESIGN.md 5): the oldest requested cancel, if any, carried out.
+  bool settle_cancel() {
+    if (!in_.has_cancels()) return false;
+    auto [id, reason] = in_.next_cancel();
+    do_cancel(id, reason);
+    return true;
+  }
+
+  /// Run::detach: every subscription cancelled (carried out by settle step 3).
+  void cancel_inputs(const Reason& reason) {
+    for (SubscriptionId id = 0; id < in_.size(); ++id)
+      self().cancel(id, reason);
+  }
+
   /// A cancel the stage requested (settle carries it out between messages), or Run::detach's
   /// (engine/DESIGN.md 6, cancel from a consumer's side).
   void do_cancel(SubscriptionId id, const Reason& reason) {

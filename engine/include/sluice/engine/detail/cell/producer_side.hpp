@@ -274,6 +274,17 @@ class ProducerSide : public OutPort<Out> {
     }
   }
 
+  /// Settle step 1 (engine/DESIGN.md 5): what the last callback emitted, dispatched.
+  bool dispatch_emitted() {
+    if (out_.staged().empty()) return false;
+    dispatch_staged();
+    return true;
+  }
+
+  void begin_quantum() noexcept { replaced_this_quantum_ = false; }
+  /// Demand met by events that met no demand is asked again in the next quantum.
+  bool wants_another_quantum() const noexcept { return replacements_ > 0; }
+
   /// The producer's settle step (engine/DESIGN.md 5, step 5); true if one did something.
   bool settle_output() {
     if (!self_asks_.empty()) {
