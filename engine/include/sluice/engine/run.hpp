@@ -136,7 +136,7 @@ class Run {
   }
   void set_demand_mode(const S& stage, DemandMode mode, std::size_t instance = 0) {
     static_assert(std::is_void_v<typename S::input_type>,
-                  "set_demand_mode: only a producer (a source) has a demand mode");
+                  "set_demand_mode: only a producer has a demand mode");
     cell(id_in_run(stage, "set_demand_mode"), instance)
         .post_external({detail::ExternalCommand::Kind::demand_mode, std::any{}, mode});
   }
