@@ -27,13 +27,6 @@ I64 triangle(I64 n) {
   return n * (n - 1) / 2;
 }
 
-template <class F>
-Outcome timed(I64 events, F&& f) {
-  const auto t0 = Clock::now();
-  f();
-  return {events, std::chrono::duration<double>(Clock::now() - t0).count(), {}};
-}
-
 // ---- the user's code: ordinary per-event functions and one summing sink ------------------------
 
 auto counter(I64 n) {
@@ -513,6 +506,7 @@ std::vector<Scenario> scenarios() {
                    g = lg.g;
                  },
                  {{"sluice", latency_load}}});
+  all.push_back(wordcount_scenario());
   return all;
 }
 

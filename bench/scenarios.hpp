@@ -95,6 +95,17 @@ inline std::string numbered(const char* prefix, I64 n) {
   return s;
 }
 
+/// Times `f()`, which handles `events` events.
+template <class F>
+Outcome timed(I64 events, F&& f) {
+  const auto t0 = Clock::now();
+  f();
+  return {events, std::chrono::duration<double>(Clock::now() - t0).count(), {}};
+}
+
+/// The wordcount scenario (wordcount.cpp).
+Scenario wordcount_scenario();
+
 /// Every scenario, in the order sluice-bench lists and runs them.
 std::vector<Scenario> scenarios();
 
