@@ -38,9 +38,6 @@ class Engine {
   template <class Out, class Handler>
   StageRef<void, Out> producer(std::string name, Handler handler, DispatcherFactory<Out> dispatcher,
                                ProducerOptions options = {}, std::size_t instances = 1) {
-    static_assert(std::is_nothrow_move_constructible_v<Out>,
-                  "event types must be nothrow move constructible (events are moved through "
-                  "buffers and edges that cannot roll back a throwing move)");
     static_assert(handler::HandlesDemand<Handler, Out>,
                   "a producer handler needs handle_demand(std::size_t n, sluice::Context<Out>&)");
     return {declare<void, Out>(std::move(name), StageKind::producer, std::move(handler), options,
@@ -53,9 +50,6 @@ class Engine {
   StageRef<In, Out> producer_consumer(std::string name, Handler handler,
                                       DispatcherFactory<Out> dispatcher,
                                       ProducerOptions options = {}, std::size_t instances = 1) {
-    static_assert(std::is_nothrow_move_constructible_v<Out>,
-                  "event types must be nothrow move constructible (events are moved through "
-                  "buffers and edges that cannot roll back a throwing move)");
     static_assert(handler::Consumes<Handler, In, Out>,
                   "a producer_consumer handler needs handle_events(std::span<In>, "
                   "sluice::Context<Out>&) (optionally with a SubscriptionId before the context)");
@@ -120,9 +114,6 @@ class Engine {
   template <class In, class Out, class Handler>
   std::size_t declare(std::string name, StageKind kind, Handler handler, ProducerOptions options,
                       DispatcherFactory<detail::EventOf<Out>> dispatcher, std::size_t instances) {
-    static_assert(std::is_nothrow_destructible_v<Handler>,
-                  "a stage handler's destructor must not throw (stages are destroyed while a run "
-                  "ends, where an exception has nowhere to go)");
     std::string said;
     auto stage = detail::make_stage_plan<In, Out>(std::move(name), kind, instances, options,
                                                   std::move(handler), std::move(dispatcher), said);

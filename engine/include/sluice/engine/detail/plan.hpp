@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <typeindex>
 #include <utility>
 #include <vector>
@@ -131,13 +132,20 @@ class HandlerCells final : public CellFactory {
   Handler handler_;
 };
 
-/// A stage's plan for `handler` (its types checked by the caller). A producer's dispatcher
+/// A stage's plan for `handler` (its handler's callbacks checked by the caller; the type rules
+/// every stage follows, whichever API declares it, here). A producer's dispatcher
 /// factory is called once here, for validation's instance: what went wrong with it, if
 /// anything, is left in `said` (set_dispatcher).
 template <class In, class Out, class Handler>
 StagePlan make_stage_plan(std::string name, StageKind kind, std::size_t instances,
                           ProducerOptions producer, Handler handler,
                           DispatcherFactory<EventOf<Out>> dispatcher, std::string& said) {
+  static_assert(std::is_void_v<Out> || std::is_nothrow_move_constructible_v<EventOf<Out>>,
+                "event types must be nothrow move constructible (events are moved through "
+                "buffers and edges that cannot roll back a throwing move)");
+  static_assert(std::is_nothrow_destructible_v<Handler>,
+                "a stage handler's destructor must not throw (stages are destroyed while a run "
+                "ends, where an exception has nowhere to go)");
   StagePlan s;
   s.name = std::move(name);
   s.kind = kind;

@@ -30,6 +30,7 @@ std::size_t add_stage(GraphData& g, std::string name, StageKind kind, std::strin
                                      std::move(handler), std::move(dispatcher), said);
   n.what = std::move(what);
   n.options = std::move(options);
+  if (!said.empty()) n.problem("dispatcher", "stage '" + n.stage.name + "': " + said);
   if (kind == StageKind::producer) {  // a producer has no input: its subscription options
     const auto& o = n.options;
     auto nothing = [&](const char* option) {

@@ -174,10 +174,12 @@ class Output {
   }
   /// Moves the `n` oldest held events to the staged events (a replayed run).
   void stage_held(std::int64_t n) {
-    for (std::int64_t i = 0; i < n; ++i) {
-      auto run = held_.front_run(1);
-      staged_.push_back(std::move(run[0]));
-      held_.pop_front(1);
+    while (n > 0 && !held_.empty()) {
+      auto run = held_.front_run(static_cast<std::uint64_t>(n));
+      for (auto& e : run)
+        staged_.push_back(std::move(e));
+      held_.pop_front(run.size());
+      n -= static_cast<std::int64_t>(run.size());
     }
   }
 
