@@ -42,6 +42,9 @@ class HostControl final : public CellControl {
   bool bound() const noexcept { return cell_ != nullptr; }
   void set_subscriptions(std::size_t n) noexcept { subscriptions_ = n; }
   bool stop_requested() const noexcept { return stop_requested_; }
+  /// The host stopped, or cancelled its subscription (all of the head's): it gets no further
+  /// chunk, as a consumer gets none of a batch after a cancel of its subscription.
+  bool no_more_chunks() const noexcept { return stop_requested_ || input_cancelled_; }
   /// The host stopped the group itself (a stop, a cancel of its own, or a throw): metrics
   /// then show the members above it as a producer whose subscriber left ("shutdown").
   void host_stopped() noexcept { host_stopped_.set(1); }
@@ -67,6 +70,7 @@ class HostControl final : public CellControl {
       cell_->cancel(static_cast<SubscriptionId>(subscriptions_ + id), std::move(reason));
       return;
     }
+    input_cancelled_ = true;
     for (SubscriptionId s = 0; s < subscriptions_; ++s)
       cell_->cancel(s, reason);
   }
@@ -76,6 +80,7 @@ class HostControl final : public CellControl {
   CellControl* cell_ = nullptr;
   std::size_t subscriptions_ = 1;
   bool stop_requested_ = false;
+  bool input_cancelled_ = false;
   OwnedCounter<std::uint32_t> host_stopped_;
 };
 
@@ -209,7 +214,7 @@ class HostStep final : public FusedStep<In>, public FusedHost {
 
   void push(std::span<In> events, HostControl& control) override {
     Context<void> ctx(control, nullptr);
-    for (std::size_t from = 0; from < events.size() && !control.stop_requested();) {
+    for (std::size_t from = 0; from < events.size() && !control.no_more_chunks();) {
       const auto n = std::min(chunk_, events.size() - from);
       in_.add(n);
       if constexpr (handler::HandlesEventsFrom<Handler, In, void>)
