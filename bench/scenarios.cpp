@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "baselines.hpp"
+#include "genstage.hpp"
 #include "tbb_baselines.hpp"
 #include <support/stages.hpp>
 
@@ -117,6 +118,16 @@ std::vector<EngineRun> handoff_baselines(const std::string& scenario) {
                     p.events, static_cast<std::size_t>(p.max_demand));
               },
               expected)};
+}
+
+/// GenStage itself (genstage.hpp): gs_bench.exs `variant` at the run's max_demand, on at most
+/// genstage::scaled_events events; the time is the one GenStage reports (VM start-up outside).
+EngineRun genstage_engine(std::string variant) {
+  return {genstage::engine_name, [variant](const Params& p) {
+            const auto r = genstage::run(variant, genstage::scaled_events(p.events, p.max_demand),
+                                         p.max_demand);
+            return Outcome{r.events, r.seconds, {}};
+          }};
 }
 
 /// Event types of the size scenarios: the counter value plus padding, or a heap string.
@@ -352,7 +363,8 @@ Outcome latency_load(const Params& p) {
 
 std::vector<Scenario> scenarios() {
   std::vector<Scenario> all;
-  auto chain = [&](const std::string& name, Chain c, bool with_ring) {
+  // gs_variant: GenStage's reference shape of the same chain (its map doubles; Sluice's adds 1).
+  auto chain = [&](const std::string& name, Chain c, bool with_ring, const char* gs_variant) {
     std::string what = "source -> ";
     if (c.maps > 0) {
       what += numbered("", c.maps);
@@ -361,6 +373,10 @@ std::vector<Scenario> scenarios() {
     if (c.filter) what += "filter -> ";
     what += "sum";
     if (c.maps == 0 && !c.filter) what += " (hand-off)";
+    if (gs_variant != nullptr) {
+      what += "; genstage: ";
+      what += gs_variant;
+    }
     Scenario s{name,
                what,
                [c](sluice::Graph& g, const Params& p) {
@@ -373,16 +389,19 @@ std::vector<Scenario> scenarios() {
       if (with_ring || b.engine == "ring") s.engines.push_back(b);
     for (auto& b : tbb_chain(name, c))
       s.engines.push_back(b);
+    if (gs_variant != nullptr) s.engines.push_back(genstage_engine(gs_variant));
     all.push_back(std::move(s));
   };
-  chain("handoff", {0, false}, true);
-  chain("chain3", {1, false}, false);  // ANCHORS: producer -> map -> sum
-  chain("chain4", {1, true}, false);   // ANCHORS: producer -> map -> filter -> sum
-  chain("chain8", {5, true}, false);
+  chain("handoff", {0, false}, true, nullptr);
+  chain("chain3", {1, false}, false, "gs_linear3");  // ANCHORS: producer -> map -> sum
+  chain("chain4", {1, true}, false, "gs_linear4");   // ANCHORS: producer -> map -> filter -> sum
+  chain("chain8", {5, true}, false, nullptr);
   for (I64 md : {1, 10, 100, 1000, 10000}) {
     const auto name = numbered("handoff_md", md);
+    // GenStage has no two-stage reference shape: the closest is gs_linear3, a map more.
     Scenario s{name,
-               numbered("hand-off at max_demand ", md),
+               numbered("hand-off at max_demand ", md) +
+                   "; genstage: gs_linear3 (producer -> map -> sum: one stage more)",
                [](sluice::Graph& g, const Params& p) {
                  static std::atomic<I64> t;
                  declare_chain(g, p, {0, false}, t);
@@ -399,11 +418,16 @@ std::vector<Scenario> scenarios() {
     s.engines.push_back({"sluice", pinned(sluice_chain(name, {0, false}).run)});
     for (auto& b : handoff_baselines(name))
       s.engines.push_back({b.engine, pinned(b.run)});
+    s.engines.push_back({genstage::engine_name, pinned(genstage_engine("gs_linear3").run)});
     all.push_back(std::move(s));
   }
-  auto fan = [&](const std::string& name, Fan f, std::size_t n, const std::string& what) {
+  // gs_variant: GenStage's closest reference shape, which has a map before each sum.
+  auto fan = [&](const std::string& name, Fan f, std::size_t n, const std::string& what,
+                 const char* gs_variant = nullptr) {
     Scenario s{name,
-               what,
+               gs_variant == nullptr ? what
+                                     : what + "; genstage: " + gs_variant +
+                                           " (a map before each sum: one stage more)",
                [f, n](sluice::Graph& g, const Params& p) {
                  static std::atomic<I64> t;
                  declare_fan(g, p, f, n, t);
@@ -411,12 +435,13 @@ std::vector<Scenario> scenarios() {
                {sluice_fan(name, f, n)}};
     for (auto& b : flow_fan(name, f, n))
       s.engines.push_back(b);
+    if (gs_variant != nullptr) s.engines.push_back(genstage_engine(gs_variant));
     all.push_back(std::move(s));
   };
-  fan("demand_1to2", Fan::demand, 2, "source -> 2 sums (demand dispatcher)");
+  fan("demand_1to2", Fan::demand, 2, "source -> 2 sums (demand dispatcher)", "gs_demand2");
   fan("demand_1to4", Fan::demand, 4, "source -> 4 sums (demand dispatcher)");
   fan("broadcast_1to3", Fan::broadcast, 3, "source -> 3 sums, every event to each (per consumer)");
-  fan("partition_1to4", Fan::partition, 4, "source -> 4 partitions -> 4 sums");
+  fan("partition_1to4", Fan::partition, 4, "source -> 4 partitions -> 4 sums", "gs_partition4");
   fan("partition_1to8", Fan::partition, 8, "source -> 8 partitions -> 8 sums");
   all.push_back({"fanin_4to1",
                  "4 sources -> one sum",
