@@ -269,7 +269,7 @@ TEST_CASE("a stage of another graph is refused by every Run call that names a st
   auto build = [](sluice::Graph& g) {
     auto src = g.source("in", sluice::from_generator([] { return std::optional<int>(1); }),
                         {.dynamic = true});
-    auto mid = src.map("mid", same);
+    auto mid = src.map("mid", same, {.fuse = false});  // attached to below: a cell of its own
     mid.for_each("out", drop);
     return std::make_pair(src, mid);
   };

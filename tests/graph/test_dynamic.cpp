@@ -183,10 +183,13 @@ TEST_CASE("detaching the last consumer of a producer that is not dynamic stops i
 TEST_CASE("cancel modes of attached consumers when their producer fails") {
   sluice::Graph g;
   auto [in, src] = g.push_source<I64>("in", 100);
-  auto boom = src.map("boom", [](I64 x) {
-    if (x < 0) throw std::runtime_error("negative");
-    return x;
-  });
+  auto boom = src.map(
+      "boom",
+      [](I64 x) {
+        if (x < 0) throw std::runtime_error("negative");
+        return x;
+      },
+      {.fuse = false});  // consumers attach to it: a cell of its own
   std::atomic<I64> n{0};
   boom.for_each("main", [&](I64) { ++n; }, {.cancel = sluice::CancelMode::temporary});
   auto run = g.run(sluice_test::quiet({.fail_fast = false}));

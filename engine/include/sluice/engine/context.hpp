@@ -17,6 +17,9 @@
 
 namespace sluice {
 
+template <class Out>
+class Context;
+
 /// Identifies one upstream subscription of a consumer instance. Dense from 0.
 using SubscriptionId = std::uint32_t;
 
@@ -82,6 +85,9 @@ class CellControl {
  protected:
   ~CellControl() = default;
 };
+
+template <class Out>
+CellControl& control_of(Context<Out>& ctx) noexcept;
 }  // namespace detail
 
 /// Lets code outside the stage (an application thread, a callback of another library) deliver a
@@ -197,8 +203,17 @@ class Context {
   std::size_t instance() const noexcept { return cell_->instance(); }
 
  private:
+  friend detail::CellControl& detail::control_of<Out>(Context<Out>&) noexcept;
   detail::CellControl* cell_;
   detail::Staged<Out>* staged_;
 };
+
+namespace detail {
+/// The cell behind a callback's context (a fused group's cell hands it on to its steps).
+template <class Out>
+CellControl& control_of(Context<Out>& ctx) noexcept {
+  return *ctx.cell_;
+}
+}  // namespace detail
 
 }  // namespace sluice

@@ -253,7 +253,18 @@ class Run {
 
   StageCells cells_of(std::size_t stage) const {
     if (stage >= table_->cells.size()) throw std::out_of_range("sluice: no such stage in this run");
-    return table_->cells[stage];
+    const auto c = table_->cells[stage];
+    if (c.count == 0) fused_stage(stage);
+    return c;
+  }
+  /// Throws: `stage` was fused (it has no cell of its own to address).
+  [[noreturn]] void fused_stage(std::size_t stage) const {
+    std::lock_guard lock(table_->mutex);
+    const auto& s = table_->stages[stage].plan;
+    throw option_error("stage '" + s.name + "' is fused into '" +
+                       table_->stages[s.fused_into.value_or(stage)].plan.name +
+                       "' and has no cell of its own to address (StageOptions::fuse = false "
+                       "keeps it apart)");
   }
 
   /// Attach's wiring, under the table lock: the new stage `c` subscribed by `sub`, its cells
@@ -285,7 +296,7 @@ inline Metrics Run::metrics() const {
   std::lock_guard lock(table_->mutex);
   auto& cells = core_->cells();
   for (std::size_t i = 0; i < cells.size(); ++i)
-    m.stages.push_back(cells[i].metrics());
+    cells[i].metrics_into(m);
   for (auto& e : table_->edges)
     m.edges.push_back(e.metrics());
   return m;
@@ -325,6 +336,10 @@ StageRef<typename P::output_type, void> Run::attach(const P& producer, std::stri
     for (auto& st : stages)
       if (st.plan.name == name) throw option_error("stage '" + name + "': name already used");
     const detail::RunStage& p = stages[producer_id];
+    if (p.plan.fused_into)
+      throw option_error("stage '" + name + "' attaching to '" + p.plan.name + "': '" +
+                         p.plan.name + "' is fused into '" + stages[*p.plan.fused_into].plan.name +
+                         "' (StageOptions::fuse = false keeps it apart)");
     if (p.plan.kind == StageKind::consumer || p.plan.out != typeid(In))
       throw option_error("stage '" + name + "' attaching to '" + p.plan.name +
                          "': it does not emit this event type");
@@ -358,7 +373,13 @@ inline Run Run::start(std::uint64_t owner, const detail::Plan& plan, RunOptions 
       options.fail_fast);
   auto& cells = run.core_->cells();
   auto& stages = run.table_->stages;
-  for (auto& s : plan.stages) {
+  const auto fused = detail::fuse(plan);  // engine/DESIGN.md 10
+  for (auto& s : fused.stages) {
+    if (s.fused_into) {  // it runs in its host's cell
+      run.table_->cells.add({cells.next_index(), 0});
+      stages.push_back({s, {}});
+      continue;
+    }
     const auto first = cells.next_index();
     detail::RunStage stage{s, {}};
     for (auto& cell : s.cells->make(*run.core_, s, first)) {
@@ -371,10 +392,11 @@ inline Run Run::start(std::uint64_t owner, const detail::Plan& plan, RunOptions 
   auto cell = [&](const detail::RunStage& st) {
     return [&cells, &st](std::size_t i) -> detail::CellBase& { return cells[st.cells[i]]; };
   };
-  for (auto& sub : plan.subscriptions) {
+  for (auto& sub : fused.subscriptions) {
     auto& p = stages[sub.producer];
     auto& c = stages[sub.consumer];
-    sub.edges->wire({p.plan, p.cells, cell(p)}, {c.plan, c.cells, cell(c)}, sub.options,
+    auto& host = c.plan.fused_into ? stages[*c.plan.fused_into] : c;  // a group's head: its host
+    sub.edges->wire({p.plan, p.cells, cell(p)}, {c.plan, host.cells, cell(host)}, sub.options,
                     run.table_->edges, nullptr);
   }
   run.core_->start();

@@ -39,13 +39,10 @@ class CompiledGraph {
   /// Validates `graph` (every problem at once, one per line, each naming the stage and the
   /// option) and makes the engine that runs it.
   explicit CompiledGraph(std::shared_ptr<detail::GraphData> graph) : graph_(std::move(graph)) {
-    Plan plan;
+    auto plan = detail::plan_of(*graph_);
     std::vector<std::vector<Problem>> declared;
-    for (auto& n : graph_->nodes) {
-      plan.stages.push_back(n.stage);
+    for (auto& n : graph_->nodes)
       declared.push_back(n.problems);
-    }
-    plan.subscriptions = graph_->links;
     validate(plan, declared).throw_if_any();
     engine_ = std::make_shared<const Engine>(OwnerTag{graph_->owner}, std::move(plan));
     dot_ = detail::to_dot(*graph_);

@@ -6,8 +6,8 @@
 
 namespace sluice::detail {
 
-/// The graph as Graphviz DOT: stages (kind, instances, dispatcher) and subscriptions (their
-/// options).
+/// The graph as Graphviz DOT: stages (kind, instances, dispatcher), subscriptions (their
+/// options), and each fused group as a dashed cluster.
 inline std::string to_dot(const GraphData& g) {
   auto escaped = [](const std::string& s) {  // for inside a DOT string
     std::string q;
@@ -39,6 +39,15 @@ inline std::string to_dot(const GraphData& g) {
     if (o.selector.has_value()) label += " selector";
     dot += "  \"" + escaped(g.nodes[l.producer].stage.name) + "\" -> \"" +
            escaped(g.nodes[l.consumer].stage.name) + "\" [label=\"" + label + "\"];\n";
+  }
+  // Each fused group (engine/DESIGN.md 10) drawn as a cluster: one cell runs its stages.
+  std::size_t k = 0;
+  for (const auto& group : fusion_groups(plan_of(g))) {
+    dot += "  subgraph cluster_fused" + std::to_string(k++) +
+           " {\n    label=\"fused: one cell\";\n    style=dashed;\n";
+    for (auto s : group.stages)
+      dot += "    \"" + escaped(g.nodes[s].stage.name) + "\";\n";
+    dot += "  }\n";
   }
   return dot + "}\n";
 }

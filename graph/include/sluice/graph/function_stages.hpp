@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <type_traits>
 #include <utility>
 
 #include <sluice/engine/context.hpp>
@@ -18,6 +19,14 @@ namespace sluice::detail {
 template <class In, class Out, class F>
 struct MapStage {
   F f;
+  static constexpr bool fusible = true;  // per event, no state: it may be fused
+  /// Fused (engine/DESIGN.md 10), when it keeps the type: each event becomes its result where
+  /// it is, and the next stage reads the same span.
+  void map_in_place(
+      std::span<In> in) requires std::same_as<In, Out> && std::is_move_assignable_v<In> {
+    for (auto& e : in)
+      e = f(std::move(e));
+  }
   void handle_events(std::span<In> in, Context<Out>& ctx) {
     auto it = in.begin();
     ctx.emit_generated(in.size(), [&] { return std::optional<Out>(f(std::move(*it++))); });
@@ -32,6 +41,23 @@ struct MapStage {
 template <class In, class F>
 struct FilterStage {
   F keep;
+  static constexpr bool fusible = true;  // per event, no state: it may be fused
+  /// Fused: moves the events it keeps to the front of `in`, in order; returns how many. For
+  /// trivially copyable events there is no branch on keep() (as Context::emit_kept).
+  std::size_t filter_in_place(std::span<In> in) requires std::is_move_assignable_v<In> {
+    std::size_t kept = 0;
+    for (auto& e : in) {
+      const bool k = keep(std::as_const(e));
+      if constexpr (std::is_trivially_copyable_v<In>) {
+        in[kept] = e;
+        kept += k ? 1 : 0;
+      } else if (k) {
+        if (&in[kept] != &e) in[kept] = std::move(e);
+        ++kept;
+      }
+    }
+    return kept;
+  }
   void handle_events(std::span<In> in, Context<In>& ctx) { ctx.emit_kept(in, keep); }
   void handle_events(std::span<const In> in,
                      Context<In>& ctx) requires std::copy_constructible<In> {
@@ -42,6 +68,7 @@ struct FilterStage {
 template <class In, class Out, class F>
 struct FlatMapStage {
   F f;
+  static constexpr bool fusible = true;  // per event, no state: it may be fused
   void handle_events(std::span<In> in, Context<Out>& ctx) {
     for (auto& e : in)
       ctx.emit_all(f(std::move(e)));

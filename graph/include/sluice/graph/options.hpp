@@ -28,6 +28,12 @@ struct StageOptions {
   /// subscriber when the run starts and keeps running when its last one leaves, until
   /// Run::drain or Run::cancel.
   bool dynamic = false;
+  // ---- fusion (engine/DESIGN.md 10) ----
+  /// A chain of function stages (map, filter, flat_map; one instance each) and the consumer it
+  /// ends in run in one cell, which calls them in turn on each batch, with no edge between
+  /// them; metrics, errors and DOT still name each stage. False keeps this stage in a cell of
+  /// its own (as a member or as the consumer hosting them).
+  bool fuse = true;
 
   SubscriptionOptions subscription() const {
     return {max_demand, min_demand, cancel, partition, demand, selector};

@@ -188,6 +188,7 @@ class Stage {
     if (options.buffer_keep != BufferKeep::last) not_here("buffer_keep");
     if (options.demand_mode != DemandMode::forward) not_here("demand_mode");
     if (options.dynamic) not_here("dynamic");
+    if (!options.fuse) not_here("fuse");
     if (n.function_handler && options.demand == DemandControl::manual)
       n.problem("demand", where + function_cannot_ask(n.stage.kind, n.what));
     detail::link<In>(*graph_, producer.id(), id_, options.subscription());

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <typeindex>
@@ -13,6 +14,7 @@
 #include <sluice/engine/detail/assert.hpp>
 #include <sluice/engine/detail/cell/cell.hpp>
 #include <sluice/engine/detail/edge.hpp>
+#include <sluice/engine/detail/fused_steps.hpp>
 #include <sluice/engine/detail/names.hpp>
 #include <sluice/engine/detail/run_core.hpp>
 #include <sluice/engine/dispatcher.hpp>
@@ -34,6 +36,7 @@ using DispatcherFactory = std::function<std::unique_ptr<Dispatcher<Event>>()>;
 namespace detail {
 
 struct StagePlan;
+struct FusionGroup;
 
 /// Makes the cells of one stage into a run: it knows the stage's handler and event types.
 class CellFactory {
@@ -42,6 +45,19 @@ class CellFactory {
   /// One cell per instance; `first` is the table number the first one will have.
   virtual std::vector<std::unique_ptr<CellBase>> make(RunCore& core, const StagePlan& stage,
                                                       std::uint32_t first) const = 0;
+
+  // ---- fusion (fusion.hpp, engine/DESIGN.md 10) ----
+  /// A function stage (its handler says `fusible`): it may be a member of a fused group.
+  virtual bool fusible() const noexcept { return false; }
+  /// A consumer: it may host a fused group.
+  virtual bool can_host() const noexcept { return false; }
+  /// As a member: its step, in front of `next` (a FusedStep of its output type).
+  virtual std::unique_ptr<FusedStepBase> member_step(const StagePlan& stage,
+                                                     std::unique_ptr<FusedStepBase> next) const;
+  /// As a host: its step, which takes chunks of at most `chunk` events.
+  virtual std::unique_ptr<FusedStepBase> host_step(std::int64_t chunk) const;
+  /// As the head of `group`: the factory of the group's one cell.
+  virtual std::shared_ptr<const CellFactory> group_cells(const FusionGroup& group) const;
 };
 
 /// One declared stage.
@@ -59,6 +75,10 @@ struct StagePlan {
   /// when its factory failed.
   std::shared_ptr<const DispatcherBase> dispatcher;
   std::shared_ptr<const CellFactory> cells;
+  /// It may be fused (engine/DESIGN.md 10): StageOptions::fuse, and a demand dispatcher.
+  bool fuse = false;
+  /// In a run: the stage whose cell runs it (a member of a fused group), if any.
+  std::optional<std::size_t> fused_into;
 };
 
 /// Gives `stage` (whose events are `Event`s) the dispatchers `factory` makes, and makes the one
@@ -106,10 +126,37 @@ inline SubscriptionOptions edge_options(const SubscriptionOptions& o, const Disp
   return eo;
 }
 
+template <class In>
+std::shared_ptr<const CellFactory> make_group_cells(const FusionGroup& group);
+
 template <class In, class Out, class Handler>
 class HandlerCells final : public CellFactory {
  public:
   explicit HandlerCells(Handler handler) : handler_(std::move(handler)) {}
+
+  bool fusible() const noexcept override {
+    return !std::is_void_v<In> && !std::is_void_v<Out> && FusibleHandler<Handler>;
+  }
+  bool can_host() const noexcept override { return !std::is_void_v<In> && std::is_void_v<Out>; }
+  std::unique_ptr<FusedStepBase> member_step(const StagePlan& stage,
+                                             std::unique_ptr<FusedStepBase> next) const override {
+    if constexpr (!std::is_void_v<In> && !std::is_void_v<Out> && FusibleHandler<Handler>)
+      return std::make_unique<FunctionStep<In, Out, Handler>>(stage.name, handler_,
+                                                              std::move(next));
+    SLUICE_ASSERT(false, "the fusion pass asks only a fusible stage");
+    return nullptr;
+  }
+  std::unique_ptr<FusedStepBase> host_step(std::int64_t chunk) const override {
+    if constexpr (!std::is_void_v<In> && std::is_void_v<Out>)
+      return std::make_unique<HostStep<In, Handler>>(handler_, chunk);
+    SLUICE_ASSERT(false, "the fusion pass asks only a consumer to host");
+    return nullptr;
+  }
+  std::shared_ptr<const CellFactory> group_cells(const FusionGroup& group) const override {
+    if constexpr (!std::is_void_v<In>) return make_group_cells<In>(group);
+    SLUICE_ASSERT(false, "a group's head consumes");
+    return nullptr;
+  }
   std::vector<std::unique_ptr<CellBase>> make(RunCore& core, const StagePlan& stage,
                                               std::uint32_t first) const override {
     std::vector<std::unique_ptr<CellBase>> cells;
@@ -161,3 +208,5 @@ StagePlan make_stage_plan(std::string name, StageKind kind, std::size_t instance
 
 }  // namespace detail
 }  // namespace sluice
+
+#include <sluice/engine/detail/fusion.hpp>  // the fusion pass, over the types above

@@ -49,6 +49,18 @@ struct GraphData {
   std::vector<Claim> claims;
 };
 
+/// The engine's plan of `g`'s stages and subscriptions. A stage may be fused (engine/DESIGN.md
+/// 10) when its options allow it and its dispatcher is the demand one.
+inline Plan plan_of(const GraphData& g) {
+  Plan plan;
+  for (auto& n : g.nodes) {
+    plan.stages.push_back(n.stage);
+    plan.stages.back().fuse = n.options.fuse && n.dispatcher == "demand";
+  }
+  plan.subscriptions = g.links;
+  return plan;
+}
+
 /// Claims every claim of `g` for a new run, or none: throws std::logic_error with the reason of
 /// the first one taken. Gives them back when destroyed, unless dismissed (the run started).
 class RunClaims {

@@ -16,6 +16,7 @@
 #include <sluice/engine/detail/cell/mailbox.hpp>
 #include <sluice/engine/detail/cell/producer_side.hpp>
 #include <sluice/engine/detail/edge.hpp>
+#include <sluice/engine/detail/fused_steps.hpp>
 #include <sluice/engine/dispatcher.hpp>
 #include <sluice/engine/handler.hpp>
 #include <sluice/engine/options.hpp>
@@ -131,6 +132,13 @@ class Cell final : public CellBase,
   std::size_t buffered_count() const override {
     if constexpr (has_out) return this->out_.buffered();
     return 0;
+  }
+
+  void metrics_into(Metrics& m) const override {
+    if constexpr (requires { handler_.fused_metrics(m, metrics()); })
+      handler_.fused_metrics(m, metrics());  // a fused group's members and host
+    else
+      m.stages.push_back(metrics());
   }
 
  protected:
@@ -351,7 +359,16 @@ class Cell final : public CellBase,
     }
     in_message_ = false;  // the exception unwound out of any message being handled
     std::string what = "unknown exception";
+    std::string who;  // the stage to report: this one, or the fused member that threw
     try {
+      who = name_;
+      try {
+        std::rethrow_exception(e);
+      } catch (const fused_member_error& m) {  // a member of this fused group threw
+        who = m.stage;
+        e = m.original;  // (m dies with the old e: its stage copied first)
+      } catch (...) {
+      }
       try {
         std::rethrow_exception(e);
       } catch (const stage_error& se) {
@@ -359,11 +376,11 @@ class Cell final : public CellBase,
         what = se.what();
       } catch (const std::exception& ex) {
         what = ex.what();
-        run_.record_error(std::make_exception_ptr(stage_error(name_, what)));
+        run_.record_error(std::make_exception_ptr(stage_error(who, what)));
       } catch (...) {
-        run_.record_error(std::make_exception_ptr(stage_error(name_, what)));
+        run_.record_error(std::make_exception_ptr(stage_error(who, what)));
       }
-      run_.log(LogLevel::error, "stage '" + name_ + "' failed: " + what);
+      run_.log(LogLevel::error, "stage '" + who + "' failed: " + what);
     } catch (...) {  // out of memory while reporting: the stage still stops below
     }
     do_stop(Reason::error(what));

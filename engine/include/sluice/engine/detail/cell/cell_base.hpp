@@ -123,6 +123,10 @@ class CellBase : public Schedulable, public CellControl {
     wake_target_->cell = nullptr;
   }
 
+  /// Any thread: its figures appended to `m` (a fused group's cell adds its members', and the
+  /// links between them).
+  virtual void metrics_into(Metrics& m) const { m.stages.push_back(metrics()); }
+
   /// Any thread: the latest published figures.
   StageMetrics metrics() const {
     StageMetrics m;

@@ -1,0 +1,405 @@
+#pragma once
+
+#include <algorithm>
+#include <any>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <sluice/engine/context.hpp>
+#include <sluice/engine/detail/cell/inbound.hpp>
+#include <sluice/engine/detail/owned_counter.hpp>
+#include <sluice/engine/errors.hpp>
+#include <sluice/engine/handler.hpp>
+#include <sluice/engine/metrics.hpp>
+
+/// The parts of a fused group's one cell (engine/DESIGN.md 10): each member stage is a step that
+/// handles a batch and hands what it emitted to the next, on the same thread, with no edge
+/// between them; the host (the consumer the group ends in) is the last step.
+namespace sluice::detail {
+
+/// A fused member threw: its name, and what it threw. Cell::fail reports the member, not the
+/// host, as the stage that failed.
+struct fused_member_error {
+  std::string stage;
+  std::exception_ptr original;
+};
+
+/// What the steps of a group call back into: the group's cell, as its host sees it. It forwards
+/// everything to the cell, except that the host's one subscription (id 0) stands for all of the
+/// head's (one per producer instance), and a stop is remembered so the host gets no further
+/// chunk.
+class HostControl final : public CellControl {
+ public:
+  void bind(CellControl& cell) noexcept { cell_ = &cell; }
+  bool bound() const noexcept { return cell_ != nullptr; }
+  void set_subscriptions(std::size_t n) noexcept { subscriptions_ = n; }
+  bool stop_requested() const noexcept { return stop_requested_; }
+  /// The host stopped the group itself (a stop, a cancel of its own, or a throw): metrics
+  /// then show the members above it as a producer whose subscriber left ("shutdown").
+  void host_stopped() noexcept { host_stopped_.set(1); }
+  bool host_stopped_published() const noexcept { return host_stopped_.get() != 0; }
+
+  void post_message(std::any message) override { cell_->post_message(std::move(message)); }
+  std::shared_ptr<WakeTarget> wake_target() override { return cell_->wake_target(); }
+  std::string_view name() const noexcept override { return cell_->name(); }
+  std::size_t instance() const noexcept override { return cell_->instance(); }
+  void post_info(std::any message) override { cell_->post_info(std::move(message)); }
+  void finish() override { cell_->finish(); }
+  void stop(Reason reason) override {
+    stop_requested_ = true;
+    host_stopped();
+    cell_->stop(std::move(reason));
+  }
+  void set_demand_mode(DemandMode mode) override { cell_->set_demand_mode(mode); }
+  DemandMode demand_mode() const override { return cell_->demand_mode(); }
+  void ask(SubscriptionId id, std::int64_t n) override { cell_->ask(id, n); }
+  void cancel(SubscriptionId id, Reason reason) override {
+    host_stopped();
+    if (id != 0) {
+      cell_->cancel(static_cast<SubscriptionId>(subscriptions_ + id), std::move(reason));
+      return;
+    }
+    for (SubscriptionId s = 0; s < subscriptions_; ++s)
+      cell_->cancel(s, reason);
+  }
+  std::size_t buffered_count() const override { return cell_->buffered_count(); }
+
+ private:
+  CellControl* cell_ = nullptr;
+  std::size_t subscriptions_ = 1;
+  bool stop_requested_ = false;
+  OwnedCounter<std::uint32_t> host_stopped_;
+};
+
+class FusedStepBase {
+ public:
+  virtual ~FusedStepBase() = default;
+};
+
+/// One member of a fused group, from its input on.
+template <class In>
+class FusedStep : public FusedStepBase {
+ public:
+  /// Handles `events` and passes on what they became, down to the host.
+  virtual void push(std::span<In> events, HostControl& control) = 0;
+};
+
+/// A handler that may be a fused member: it says `static constexpr bool fusible = true` (the
+/// builder's map, filter and flat_map: a function per event, no state, no other callback).
+template <class Handler>
+concept FusibleHandler = requires {
+  requires Handler::fusible;
+};
+
+/// A member's figures, written by the thread running the group (its StageMetrics).
+struct FusedCounters {
+  std::string name;
+  OwnedCounter<std::uint64_t> in, out;
+  OwnedCounter<std::uint32_t> stopped_here;  ///< 1: the group's stop began with this stage
+};
+
+/// A member step, whose figures the group's cell publishes.
+class CountedStep {
+ public:
+  virtual const FusedCounters& counters() const noexcept = 0;
+
+ protected:
+  ~CountedStep() = default;
+};
+
+/// Rethrows the exception being handled as the fused member `stage`'s.
+[[noreturn]] inline void rethrow_as_member(const std::string& stage) {
+  throw fused_member_error{stage, std::current_exception()};
+}
+
+/// A function stage (map, filter, flat_map: its handler says `fusible`) as a step: its
+/// handle_events emits into a buffer of its own, which the next step then reads.
+template <class In, class Out, class Handler>
+class FunctionStep final : public FusedStep<In>, public CountedStep {
+ public:
+  FunctionStep(std::string name, Handler handler, std::unique_ptr<FusedStepBase> next)
+      : handler_(std::move(handler)), next_(static_cast<FusedStep<Out>*>(next.release())) {
+    counters_.name = std::move(name);
+  }
+  void push(std::span<In> events, HostControl& control) override {
+    counters_.in.add(events.size());
+    if constexpr (std::same_as<In, Out> && requires(Handler & h) { h.map_in_place(events); }) {
+      try {  // a map that keeps the type: in place
+        handler_.map_in_place(events);
+      } catch (...) {
+        counters_.stopped_here.set(1);
+        rethrow_as_member(counters_.name);
+      }
+      counters_.out.add(events.size());
+      next_->push(events, control);
+    } else if constexpr (std::same_as<In, Out> &&
+                         requires(Handler & h) { h.filter_in_place(events); }) {
+      std::size_t kept = 0;
+      try {  // a filter: in place
+        kept = handler_.filter_in_place(events);
+      } catch (...) {
+        counters_.stopped_here.set(1);
+        rethrow_as_member(counters_.name);
+      }
+      counters_.out.add(kept);
+      next_->push(events.first(kept), control);
+    } else {
+      push_emitted(events, control);
+    }
+  }
+
+ private:
+  /// Any other member: what its handle_events emits goes to a buffer the next step reads.
+  void push_emitted(std::span<In> events, HostControl& control) {
+    Context<Out> ctx(control, &out_);
+    try {
+      handler_.handle_events(events, ctx);
+    } catch (...) {
+      counters_.stopped_here.set(1);
+      rethrow_as_member(counters_.name);
+    }
+    counters_.out.add(out_.size());
+    struct Clear {
+      EmitBuffer<Out>& b;
+      ~Clear() { b.clear(); }
+    } clear{out_};
+    next_->push(std::span<Out>(out_), control);
+  }
+
+ public:
+  const FusedCounters& counters() const noexcept override { return counters_; }
+
+ private:
+  Handler handler_;
+  EmitBuffer<Out> out_;
+  std::unique_ptr<FusedStep<Out>> next_;
+  FusedCounters counters_;
+};
+
+/// The host's callbacks other than handle_events, and its figure.
+class FusedHost {
+ public:
+  virtual void subscribe(const SubscribeInfo& info, HostControl& control) = 0;
+  virtual void cancel(const CancelInfo& info, HostControl& control) = 0;
+  /// False if the host has no handle_info.
+  virtual bool info(std::any& message, HostControl& control) = 0;
+  virtual void terminate(const Reason& reason) = 0;
+  virtual std::uint64_t events_in() const noexcept = 0;
+
+ protected:
+  ~FusedHost() = default;
+};
+
+/// The consumer a group ends in, as its last step: it gets what the last member emitted in
+/// chunks of at most max_demand - min_demand events (GenStage's batches for its subscription).
+template <class In, class Handler>
+class HostStep final : public FusedStep<In>, public FusedHost {
+ public:
+  HostStep(Handler handler, std::int64_t chunk)
+      : handler_(std::move(handler)),
+        chunk_(static_cast<std::size_t>(std::max<std::int64_t>(chunk, 1))) {}
+
+  void push(std::span<In> events, HostControl& control) override {
+    Context<void> ctx(control, nullptr);
+    for (std::size_t from = 0; from < events.size() && !control.stop_requested();) {
+      const auto n = std::min(chunk_, events.size() - from);
+      in_.add(n);
+      if constexpr (handler::HandlesEventsFrom<Handler, In, void>)
+        handler_.handle_events(events.subspan(from, n), SubscriptionId{0}, ctx);
+      else
+        handler_.handle_events(events.subspan(from, n), ctx);
+      from += n;
+    }
+  }
+  void subscribe(const SubscribeInfo& info, HostControl& control) override {
+    if constexpr (handler::HandlesSubscribe<Handler, void>) {
+      Context<void> ctx(control, nullptr);
+      handler_.handle_subscribe(info, ctx);
+    }
+  }
+  void cancel(const CancelInfo& info, HostControl& control) override {
+    if constexpr (handler::HandlesCancel<Handler, void>) {
+      Context<void> ctx(control, nullptr);
+      handler_.handle_cancel(info, ctx);
+    }
+  }
+  bool info(std::any& message, HostControl& control) override {
+    if constexpr (handler::HandlesInfo<Handler, void>) {
+      Context<void> ctx(control, nullptr);
+      handler_.handle_info(message, ctx);
+      return true;
+    }
+    return false;
+  }
+  void terminate(const Reason& reason) override {
+    if constexpr (handler::HandlesTerminate<Handler>) handler_.handle_terminate(reason);
+  }
+  std::uint64_t events_in() const noexcept override { return in_.get(); }
+
+ private:
+  Handler handler_;
+  const std::size_t chunk_;
+  OwnedCounter<std::uint64_t> in_;
+};
+
+/// What a group's cell tells its host of its subscriptions: the host has one, to the last
+/// member, whatever the head has.
+struct FusedSubscription {
+  std::string peer;                                ///< the last member's name
+  SubscriptionOptions options;                     ///< the host's own subscription options
+  CancelMode head_cancel = CancelMode::permanent;  ///< the head's cancel mode
+  std::size_t head_subscriptions = 1;              ///< one per producer instance
+  /// The cancel mode of the subscription below each member (to the next member, or the host).
+  std::vector<CancelMode> inner_cancel;
+};
+
+/// The handler of a group's cell: the head's input goes through the steps; the host's other
+/// callbacks are forwarded, translated from the head's subscriptions to the host's one.
+template <class In>
+class FusedHandler {
+ public:
+  FusedHandler(std::unique_ptr<FusedStep<In>> first, FusedHost* host,
+               std::vector<const FusedCounters*> members, FusedSubscription sub)
+      : first_(std::move(first)), host_(host), members_(std::move(members)), sub_(std::move(sub)) {
+    control_->set_subscriptions(sub_.head_subscriptions);
+  }
+
+  void handle_events(std::span<In> events, Context<void>& ctx) {
+    auto& c = control(ctx);
+    try {
+      first_->push(events, c);
+    } catch (const fused_member_error&) {
+      throw;
+    } catch (...) {  // the host threw
+      c.host_stopped();
+      throw;
+    }
+  }
+  /// Once, on the first of the head's subscriptions.
+  void handle_subscribe(const SubscribeInfo&, Context<void>& ctx) {
+    if (subscribed_++ > 0) return;
+    const SubscribeInfo info{true, 0, 0, sub_.peer, sub_.options};
+    host_call(ctx, [&](HostControl& c) { host_->subscribe(info, c); });
+  }
+  /// Once: when the last of the head's subscriptions closes, or when one closing stops the
+  /// group (its cancel mode, or a cancel from this side).
+  void handle_cancel(const CancelInfo& info, Context<void>& ctx) {
+    ++closed_;
+    if (cancel_told_) return;
+    if (closed_ < sub_.head_subscriptions && info.origin != CancelInfo::Origin::cancelled &&
+        !stops_on_close(sub_.head_cancel, info.reason, false))
+      return;
+    cancel_told_ = true;
+    if (info.origin == CancelInfo::Origin::cancelled) control(ctx).host_stopped();  // its own
+    host_call(ctx, [&](HostControl& c) {
+      host_->cancel({info.origin, info.reason, 0, 0, true}, c);
+    });
+  }
+  void handle_info(std::any& message, Context<void>& ctx) {
+    host_call(ctx, [&](HostControl& c) { host_->info(message, c); });
+  }
+  /// The host hears what it would have as a stage of its own: when a member failed, its
+  /// producer's end (handle_cancel) and then the reason the failure cascades to it.
+  void handle_terminate(const Reason& reason) {
+    const auto origin = stop_origin();
+    const auto k = members_.size();
+    if (origin < k && !cancel_told_ && control_->bound()) {
+      cancel_told_ = true;
+      try {
+        host_->cancel({CancelInfo::Origin::producer_ended, reason, 0, 0, true}, *control_);
+      } catch (...) {  // stopping regardless, as handle_terminate itself
+      }
+    }
+    host_->terminate(stage_reason(k, origin, reason));
+  }
+
+  /// Any thread: the members' figures, then the host's (`cell`: the cell's own), and the
+  /// links between them as edges (what the host had not received when it stopped shows as
+  /// sent and not received, as on an edge).
+  void fused_metrics(Metrics& m, StageMetrics cell) const {
+    const auto origin = stop_origin();
+    const auto k = members_.size();
+    const auto reason = cell.finished ? Reason::error(cell.stop_reason) : Reason();
+    auto stop_reason = [&](std::size_t j) {
+      if (!cell.finished || origin > k || j == origin) return cell.stop_reason;
+      const auto r = stage_reason(j, origin, reason);
+      return r.is_error() ? r.message : (r.is_normal() ? std::string("normal") : r.message);
+    };
+    for (std::size_t i = 0; i < members_.size(); ++i) {
+      const auto& c = *members_[i];
+      StageMetrics s;
+      s.name = c.name;
+      s.kind = StageKind::producer_consumer;
+      s.events_in = c.in.get();
+      s.events_out = c.out.get();
+      s.finished = cell.finished;
+      s.stop_reason = stop_reason(i);
+      m.stages.push_back(std::move(s));
+      EdgeMetrics e;
+      e.producer = c.name;
+      e.consumer = i + 1 < members_.size() ? members_[i + 1]->name : cell.name;
+      e.sent = e.asked = c.out.get();
+      e.received = i + 1 < members_.size() ? members_[i + 1]->in.get() : host_->events_in();
+      m.edges.push_back(std::move(e));
+    }
+    cell.events_in = host_->events_in();
+    cell.stop_reason = stop_reason(k);
+    m.stages.push_back(std::move(cell));
+  }
+
+ private:
+  /// Where the group's stop began: a member (0..k-1) that threw, the host (k) that stopped,
+  /// cancelled or threw, or none (k + 1: it came from the group's input, or has not stopped).
+  std::size_t stop_origin() const noexcept {
+    for (std::size_t i = 0; i < members_.size(); ++i)
+      if (members_[i]->stopped_here.get() != 0) return i;
+    return control_->host_stopped_published() ? members_.size() : members_.size() + 1;
+  }
+  /// The reason stage `j` (a member, or the host: k) stops for when the group's stop began at
+  /// `origin` for `reason`, as separate stages would: those above it stop as a producer whose
+  /// subscriber left; those below by cascade, under each subscription's cancel mode (an
+  /// error goes on through permanent and transient ones; otherwise a stage whose only input
+  /// ended finishes normally).
+  Reason stage_reason(std::size_t j, std::size_t origin, const Reason& reason) const {
+    if (origin > members_.size() || j == origin) return reason;
+    if (j < origin) return Reason::shutdown();
+    Reason r = reason;
+    for (std::size_t i = origin; i < j; ++i)
+      if (!r.is_error() || sub_.inner_cancel[i] == CancelMode::temporary) r = Reason::normal();
+    return r;
+  }
+
+  /// A host callback other than handle_events; if it throws, the group's stop began there.
+  template <class F>
+  void host_call(Context<void>& ctx, F&& f) {
+    auto& c = control(ctx);
+    try {
+      f(c);
+    } catch (...) {
+      c.host_stopped();
+      throw;
+    }
+  }
+  HostControl& control(Context<void>& ctx) {
+    if (!control_->bound()) control_->bind(control_of(ctx));
+    return *control_;
+  }
+
+  std::unique_ptr<FusedStep<In>> first_;
+  FusedHost* host_;  // the last step
+  std::vector<const FusedCounters*> members_;
+  FusedSubscription sub_;
+  std::unique_ptr<HostControl> control_ = std::make_unique<HostControl>();  // stays put
+  std::size_t subscribed_ = 0, closed_ = 0;
+  bool cancel_told_ = false;
+};
+
+}  // namespace sluice::detail
