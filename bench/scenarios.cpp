@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "baselines.hpp"
+#include "genstage.hpp"
 #include "tbb_baselines.hpp"
 #include <support/stages.hpp>
 
@@ -44,22 +45,26 @@ sluice::StageOptions sink_options(const Params& p, std::size_t instances = 1) {
   return {.instances = instances, .max_demand = p.max_demand};
 }
 
-/// Source → `c.maps` maps (+1) → a filter keeping even values if `c.filter` → sum.
-void declare_chain(sluice::Graph& g, const Params& p, Chain c, std::atomic<I64>& total) {
+/// Source → `c.maps` maps (+1) → a filter keeping even values if `c.filter` → sum. `fused`
+/// false: every stage in a cell of its own (StageOptions::fuse), as class stages or stages
+/// with several instances would be.
+void declare_chain(sluice::Graph& g, const Params& p, Chain c, std::atomic<I64>& total,
+                   bool fused = true) {
   // Lambdas, as a user writes them (a function's name would be an indirect call per event).
   auto map = [](I64 e) { return plus_one(e); };
   auto keep = [](const I64& e) { return is_even(e); };
+  auto o = sink_options(p);
+  o.fuse = fused;
   auto s = g.source("source", counter(p.events));
   if (c.maps == 0 && !c.filter) {
-    s.to("sum", Sum{&total}, sink_options(p));
+    s.to("sum", Sum{&total}, o);
     return;
   }
-  auto m =
-      c.maps == 0 ? s.filter("even", keep, sink_options(p)) : s.map("map1", map, sink_options(p));
+  auto m = c.maps == 0 ? s.filter("even", keep, o) : s.map("map1", map, o);
   for (int k = 2; k <= c.maps; ++k)
-    m = m.map(numbered("map", k), map, sink_options(p));
-  if (c.maps > 0 && c.filter) m = m.filter("even", keep, sink_options(p));
-  m.to("sum", Sum{&total}, sink_options(p));
+    m = m.map(numbered("map", k), map, o);
+  if (c.maps > 0 && c.filter) m = m.filter("even", keep, o);
+  m.to("sum", Sum{&total}, o);
 }
 
 Outcome run_graph(const sluice::Graph& g, I64 events) {
@@ -67,11 +72,11 @@ Outcome run_graph(const sluice::Graph& g, I64 events) {
   return timed(events, [&] { compiled.run().wait(); });
 }
 
-EngineRun sluice_chain(const std::string& scenario, Chain c) {
-  return {"sluice", [scenario, c](const Params& p) {
+EngineRun sluice_chain(const std::string& scenario, Chain c, bool fused = true) {
+  return {"sluice", [scenario, c, fused](const Params& p) {
             std::atomic<I64> total{0};
             sluice::Graph g;
-            declare_chain(g, p, c, total);
+            declare_chain(g, p, c, total, fused);
             auto o = run_graph(g, p.events);
             const I64 expected = chain_sum(p.events, c);
             if (total != expected) wrong(scenario, "sluice", total, expected);
@@ -117,6 +122,16 @@ std::vector<EngineRun> handoff_baselines(const std::string& scenario) {
                     p.events, static_cast<std::size_t>(p.max_demand));
               },
               expected)};
+}
+
+/// GenStage itself (genstage.hpp): gs_bench.exs `variant` at the run's max_demand, on at most
+/// genstage::scaled_events events; the time is the one GenStage reports (VM start-up outside).
+EngineRun genstage_engine(std::string variant) {
+  return {genstage::engine_name, [variant](const Params& p) {
+            const auto r = genstage::run(variant, genstage::scaled_events(p.events, p.max_demand),
+                                         p.max_demand);
+            return Outcome{r.events, r.seconds, {}};
+          }};
 }
 
 /// Event types of the size scenarios: the counter value plus padding, or a heap string.
@@ -352,7 +367,9 @@ Outcome latency_load(const Params& p) {
 
 std::vector<Scenario> scenarios() {
   std::vector<Scenario> all;
-  auto chain = [&](const std::string& name, Chain c, bool with_ring) {
+  // gs_variant: GenStage's reference shape of the same chain (its map doubles; Sluice's adds 1).
+  auto chain = [&](const std::string& name, Chain c, bool with_ring, const char* gs_variant,
+                   bool fused = true) {
     std::string what = "source -> ";
     if (c.maps > 0) {
       what += numbered("", c.maps);
@@ -361,28 +378,39 @@ std::vector<Scenario> scenarios() {
     if (c.filter) what += "filter -> ";
     what += "sum";
     if (c.maps == 0 && !c.filter) what += " (hand-off)";
+    if (!fused) what += ", every stage a cell of its own (fuse = false)";
+    if (gs_variant != nullptr) {
+      what += "; genstage: ";
+      what += gs_variant;
+    }
     Scenario s{name,
                what,
-               [c](sluice::Graph& g, const Params& p) {
+               [c, fused](sluice::Graph& g, const Params& p) {
                  static std::atomic<I64> t;
-                 declare_chain(g, p, c, t);
+                 declare_chain(g, p, c, t, fused);
                },
-               {sluice_chain(name, c)}};
+               {sluice_chain(name, c, fused)}};
     // The ring is the two-core hand-off limit: the chains' reference too (ANCHORS' targets).
     for (auto& b : handoff_baselines(name))
       if (with_ring || b.engine == "ring") s.engines.push_back(b);
     for (auto& b : tbb_chain(name, c))
       s.engines.push_back(b);
+    if (gs_variant != nullptr) s.engines.push_back(genstage_engine(gs_variant));
     all.push_back(std::move(s));
   };
-  chain("handoff", {0, false}, true);
-  chain("chain3", {1, false}, false);  // ANCHORS: producer -> map -> sum
-  chain("chain4", {1, true}, false);   // ANCHORS: producer -> map -> filter -> sum
-  chain("chain8", {5, true}, false);
+  chain("handoff", {0, false}, true, nullptr);
+  chain("chain3", {1, false}, false, "gs_linear3");  // ANCHORS: producer -> map -> sum
+  chain("chain4", {1, true}, false, "gs_linear4");   // ANCHORS: producer -> map -> filter -> sum
+  chain("chain8", {5, true}, false, nullptr);
+  chain("chain3_unfused", {1, false}, false, nullptr, false);
+  chain("chain4_unfused", {1, true}, false, nullptr, false);
+  chain("chain8_unfused", {5, true}, false, nullptr, false);
   for (I64 md : {1, 10, 100, 1000, 10000}) {
     const auto name = numbered("handoff_md", md);
+    // GenStage has no two-stage reference shape: the closest is gs_linear3, a map more.
     Scenario s{name,
-               numbered("hand-off at max_demand ", md),
+               numbered("hand-off at max_demand ", md) +
+                   "; genstage: gs_linear3 (producer -> map -> sum: one stage more)",
                [](sluice::Graph& g, const Params& p) {
                  static std::atomic<I64> t;
                  declare_chain(g, p, {0, false}, t);
@@ -399,11 +427,16 @@ std::vector<Scenario> scenarios() {
     s.engines.push_back({"sluice", pinned(sluice_chain(name, {0, false}).run)});
     for (auto& b : handoff_baselines(name))
       s.engines.push_back({b.engine, pinned(b.run)});
+    s.engines.push_back({genstage::engine_name, pinned(genstage_engine("gs_linear3").run)});
     all.push_back(std::move(s));
   }
-  auto fan = [&](const std::string& name, Fan f, std::size_t n, const std::string& what) {
+  // gs_variant: GenStage's closest reference shape, which has a map before each sum.
+  auto fan = [&](const std::string& name, Fan f, std::size_t n, const std::string& what,
+                 const char* gs_variant = nullptr) {
     Scenario s{name,
-               what,
+               gs_variant == nullptr ? what
+                                     : what + "; genstage: " + gs_variant +
+                                           " (a map before each sum: one stage more)",
                [f, n](sluice::Graph& g, const Params& p) {
                  static std::atomic<I64> t;
                  declare_fan(g, p, f, n, t);
@@ -411,12 +444,13 @@ std::vector<Scenario> scenarios() {
                {sluice_fan(name, f, n)}};
     for (auto& b : flow_fan(name, f, n))
       s.engines.push_back(b);
+    if (gs_variant != nullptr) s.engines.push_back(genstage_engine(gs_variant));
     all.push_back(std::move(s));
   };
-  fan("demand_1to2", Fan::demand, 2, "source -> 2 sums (demand dispatcher)");
+  fan("demand_1to2", Fan::demand, 2, "source -> 2 sums (demand dispatcher)", "gs_demand2");
   fan("demand_1to4", Fan::demand, 4, "source -> 4 sums (demand dispatcher)");
   fan("broadcast_1to3", Fan::broadcast, 3, "source -> 3 sums, every event to each (per consumer)");
-  fan("partition_1to4", Fan::partition, 4, "source -> 4 partitions -> 4 sums");
+  fan("partition_1to4", Fan::partition, 4, "source -> 4 partitions -> 4 sums", "gs_partition4");
   fan("partition_1to8", Fan::partition, 8, "source -> 8 partitions -> 8 sums");
   all.push_back({"fanin_4to1",
                  "4 sources -> one sum",

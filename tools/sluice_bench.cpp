@@ -1,7 +1,9 @@
 // sluice-bench: runs named scenarios (or all of them) through Sluice's public builder API and
 // through the alternatives a user could pick, in the same binary, and prints events/s, the ratio
 // to each baseline, peak RSS and latency percentiles. Each measurement runs in its own child
-// process (fork before any thread exists), so its peak RSS is its own.
+// process (fork before any thread exists), so its peak RSS is its own. The genstage engine runs
+// Elixir's GenStage (bench/genstage.hpp) where Elixir is installed, and is skipped with a note
+// where it is not.
 //
 //   sluice-bench [SCENARIO...] [--events N] [--max-demand N] [--instances N]
 //                [--repetitions N] [--engines E1,E2] [--json FILE] [--dot SCENARIO] [--list]
@@ -22,6 +24,7 @@
 
 #include <sluice/sluice.hpp>
 
+#include "genstage.hpp"
 #include "scenarios.hpp"
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -63,11 +66,14 @@ Measured measure(const Scenario& s, const EngineRun& er, const Params& p) {
         rates.push_back(double(o.events) / o.seconds);
         latencies.merge(o.latency);
       }
-      rusage ru{};
-      getrusage(RUSAGE_SELF, &ru);
+      // The peak RSS of this process, or of its largest child (the genstage engine's VM) if
+      // larger.
+      rusage self{}, children{};
+      getrusage(RUSAGE_SELF, &self);
+      getrusage(RUSAGE_CHILDREN, &children);
       std::sort(rates.begin(), rates.end());
       out << "ok " << events << ' ' << rates[rates.size() / 2] << ' '
-          << static_cast<std::uint64_t>(ru.ru_maxrss) * 1024;
+          << static_cast<std::uint64_t>(std::max(self.ru_maxrss, children.ru_maxrss)) * 1024;
       if (!latencies.empty())
         out << ' ' << latencies.percentile(0.5) << ' ' << latencies.percentile(0.99);
     } catch (const std::exception& e) {
@@ -176,9 +182,17 @@ void write_json(const std::string& path, const std::vector<Measured>& results) {
   std::fclose(f);
 }
 
+/// 20000000 -> "20M", 200000 -> "200k", 1000 -> "1000".
+std::string short_count(I64 n) {
+  if (n >= 1'000'000 && n % 100'000 == 0)
+    return fixed(double(n) / 1e6, n % 1'000'000 == 0 ? 0 : 1) + "M";
+  if (n >= 10'000 && n % 1000 == 0) return std::to_string(n / 1000) + "k";
+  return std::to_string(n);
+}
+
 void print_table(const std::vector<Measured>& results) {
-  std::printf("%-16s %-24s %12s %10s %9s %9s  %s\n", "scenario", "engine", "M events/s", "RSS MiB",
-              "p50 us", "p99 us", "sluice / baseline");
+  std::printf("%-16s %-24s %7s %12s %10s %9s %9s  %s\n", "scenario", "engine", "events",
+              "M events/s", "RSS MiB", "p50 us", "p99 us", "sluice / baseline");
   std::string last;
   for (auto& m : results) {
     if (m.scenario != last && !last.empty()) std::printf("\n");
@@ -192,8 +206,8 @@ void print_table(const std::vector<Measured>& results) {
     for (auto& [b, v] : ratios(m, results))
       r += (r.empty() ? "" : ", ") + b + " " + fixed(v, v < 10 ? 2 : 0) + "x";
     const double mps = *m.events_per_second / 1e6;
-    std::printf("%-16s %-24s %12s %10s %9s %9s  %s\n", m.scenario.c_str(), m.engine.c_str(),
-                fixed(mps, mps < 1 ? 3 : 1).c_str(),
+    std::printf("%-16s %-24s %7s %12s %10s %9s %9s  %s\n", m.scenario.c_str(), m.engine.c_str(),
+                short_count(m.events).c_str(), fixed(mps, mps < 1 ? 3 : 1).c_str(),
                 fixed(double(*m.peak_rss_bytes) / (1 << 20), 1).c_str(),
                 m.p50_ns ? fixed(*m.p50_ns / 1e3, 1).c_str() : "-",
                 m.p99_ns ? fixed(*m.p99_ns / 1e3, 1).c_str() : "-", r.c_str());
@@ -320,15 +334,46 @@ int main(int argc, char** argv) {
           known = known || r.engine == e;
       if (!known) throw std::invalid_argument("unknown engine '" + e + "' (--list shows them)");
     }
+    // GenStage needs Elixir and ../shared/genstage-bench: without them its engine is skipped,
+    // with one note, and the others run. gen_stage is compiled here, once, before any run.
+    std::string genstage_note;
+    const bool wants_genstage = [&] {
+      for (auto* s : chosen)
+        for (auto& e : s->engines)
+          if (e.engine == genstage::engine_name && wanted(e)) return true;
+      return false;
+    }();
+    bool skip_genstage = false;
+    if (wants_genstage) {
+      std::string why = genstage::unavailable();
+      if (why.empty()) {
+        try {
+          genstage::ebin();
+        } catch (const std::exception& e) {
+          why = e.what();
+        }
+      }
+      skip_genstage = !why.empty();
+      genstage_note = skip_genstage ? "genstage: skipped (" + why + ")"
+                                    : std::string(
+                                          "genstage: Elixir's GenStage running "
+                                          "gs_bench.exs (--list names each scenario's "
+                                          "shape), timed by itself without the VM's "
+                                          "start-up;\n  ") +
+                                          genstage::scaling_note + "; RSS: the VM's peak";
+    }
+    auto runs = [&](const EngineRun& e) {
+      return wanted(e) && !(skip_genstage && e.engine == genstage::engine_name);
+    };
     std::size_t total = 0, done = 0;
     for (auto* s : chosen)
       for (auto& e : s->engines)
-        total += wanted(e) ? 1 : 0;
+        total += runs(e) ? 1 : 0;
     const bool tty = isatty(STDERR_FILENO) != 0;
     std::vector<Measured> results;
     for (auto* s : chosen)
       for (auto& e : s->engines) {
-        if (!wanted(e)) continue;
+        if (!runs(e)) continue;
         progress(done, total, s->name + " / " + e.engine, tty);
         results.push_back(measure(*s, e, params));
         ++done;
@@ -340,6 +385,7 @@ int main(int argc, char** argv) {
         static_cast<long long>(params.events), static_cast<long long>(params.max_demand),
         params.repetitions, std::thread::hardware_concurrency());
     print_table(results);
+    if (!genstage_note.empty()) std::printf("\n%s\n", genstage_note.c_str());
     if (!json.empty()) write_json(json, results);
     for (auto& m : results)
       if (!m.error.empty()) return 1;
