@@ -34,14 +34,13 @@ struct fused_member_error {
 
 /// What the steps of a group call back into: the group's cell, as its host sees it. It forwards
 /// everything to the cell, except that the host's one subscription (id 0) stands for all of the
-/// head's (one per producer instance), and a stop is remembered so the host gets no further
-/// chunk.
+/// head's (one per producer instance), and a stop or a cancel is remembered so the host gets no
+/// further chunk.
 class HostControl final : public CellControl {
  public:
   void bind(CellControl& cell) noexcept { cell_ = &cell; }
   bool bound() const noexcept { return cell_ != nullptr; }
   void set_subscriptions(std::size_t n) noexcept { subscriptions_ = n; }
-  bool stop_requested() const noexcept { return stop_requested_; }
   /// The host stopped, or cancelled its subscription (all of the head's): it gets no further
   /// chunk, as a consumer gets none of a batch after a cancel of its subscription.
   bool no_more_chunks() const noexcept { return stop_requested_ || input_cancelled_; }
