@@ -81,6 +81,10 @@ class CellControl {
   virtual void ask(SubscriptionId subscription, std::int64_t n) = 0;
   virtual void cancel(SubscriptionId subscription, Reason reason) = 0;
   virtual std::size_t buffered_count() const = 0;
+  /// What the current callback has emitted so far is dispatched now, as if the callback had
+  /// returned (a fused group's host, between the chunks it gets in one call: engine/DESIGN.md
+  /// 10). Owner thread.
+  virtual void dispatch_staged() = 0;
 
  protected:
   ~CellControl() = default;
@@ -88,6 +92,8 @@ class CellControl {
 
 template <class Out>
 CellControl& control_of(Context<Out>& ctx) noexcept;
+template <class Out>
+Staged<Out>* staged_of(Context<Out>& ctx) noexcept;
 }  // namespace detail
 
 /// Lets code outside the stage (an application thread, a callback of another library) deliver a
@@ -204,6 +210,7 @@ class Context {
 
  private:
   friend detail::CellControl& detail::control_of<Out>(Context<Out>&) noexcept;
+  friend detail::Staged<Out>* detail::staged_of<Out>(Context<Out>&) noexcept;
   detail::CellControl* cell_;
   detail::Staged<Out>* staged_;
 };
@@ -213,6 +220,11 @@ namespace detail {
 template <class Out>
 CellControl& control_of(Context<Out>& ctx) noexcept {
   return *ctx.cell_;
+}
+/// Where a callback's context stages what it emits (null for a consumer's).
+template <class Out>
+Staged<Out>* staged_of(Context<Out>& ctx) noexcept {
+  return ctx.staged_;
 }
 }  // namespace detail
 

@@ -38,7 +38,12 @@ struct fused_member_error {
 /// further chunk.
 class HostControl final : public CellControl {
  public:
-  void bind(CellControl& cell) noexcept { cell_ = &cell; }
+  void bind(CellControl& cell, void* staged) noexcept {
+    cell_ = &cell;
+    staged_ = staged;
+  }
+  /// The cell's staged events (a Staged<Out>*; null for a consumer): where the host emits.
+  void* staged() const noexcept { return staged_; }
   bool bound() const noexcept { return cell_ != nullptr; }
   void set_subscriptions(std::size_t n) noexcept { subscriptions_ = n; }
   /// The host stopped, or cancelled its subscription (all of the head's): it gets no further
@@ -74,9 +79,11 @@ class HostControl final : public CellControl {
       cell_->cancel(s, reason);
   }
   std::size_t buffered_count() const override { return cell_->buffered_count(); }
+  void dispatch_staged() override { cell_->dispatch_staged(); }
 
  private:
   CellControl* cell_ = nullptr;
+  void* staged_ = nullptr;
   std::size_t subscriptions_ = 1;
   bool stop_requested_ = false;
   bool input_cancelled_ = false;
@@ -107,6 +114,7 @@ concept FusibleHandler = requires {
 struct FusedCounters {
   std::string name;
   OwnedCounter<std::uint64_t> in, out;
+  OwnedCounter<std::uint64_t> taken;         ///< in, by calls that returned (its edge's received)
   OwnedCounter<std::uint32_t> stopped_here;  ///< 1: the group's stop began with this stage
 };
 
@@ -142,6 +150,7 @@ class FunctionStep final : public FusedStep<In>, public CountedStep {
         counters_.stopped_here.set(1);
         rethrow_as_member(counters_.name);
       }
+      counters_.taken.add(events.size());
       counters_.out.add(events.size());
       next_->push(events, control);
     } else if constexpr (std::same_as<In, Out> &&
@@ -153,6 +162,7 @@ class FunctionStep final : public FusedStep<In>, public CountedStep {
         counters_.stopped_here.set(1);
         rethrow_as_member(counters_.name);
       }
+      counters_.taken.add(events.size());
       counters_.out.add(kept);
       next_->push(events.first(kept), control);
     } else {
@@ -170,6 +180,7 @@ class FunctionStep final : public FusedStep<In>, public CountedStep {
       counters_.stopped_here.set(1);
       rethrow_as_member(counters_.name);
     }
+    counters_.taken.add(events.size());
     counters_.out.add(out_.size());
     struct Clear {
       EmitBuffer<Out>& b;
@@ -188,7 +199,9 @@ class FunctionStep final : public FusedStep<In>, public CountedStep {
   FusedCounters counters_;
 };
 
-/// The host's callbacks other than handle_events, and its figure.
+/// The host's callbacks other than handle_events, and its figure. `Out`: the host's output
+/// (void for a consumer).
+template <class Out>
 class FusedHost {
  public:
   virtual void subscribe(const SubscribeInfo& info, HostControl& control) = 0;
@@ -196,48 +209,59 @@ class FusedHost {
   /// False if the host has no handle_info.
   virtual bool info(std::any& message, HostControl& control) = 0;
   virtual void terminate(const Reason& reason) = 0;
+  /// Events its buffer or dispatcher dropped: whether to log them (its handle_discarded, or
+  /// yes without one).
+  virtual bool discarded(std::span<EventOf<Out>> events) = 0;
   virtual std::uint64_t events_in() const noexcept = 0;
+  /// Events its handle_events calls that returned took (its input edge's received).
+  virtual std::uint64_t events_taken() const noexcept = 0;
 
  protected:
   ~FusedHost() = default;
 };
 
-/// The consumer a group ends in, as its last step: it gets what the last member emitted in
-/// chunks of at most max_demand - min_demand events (GenStage's batches for its subscription).
-template <class In, class Handler>
-class HostStep final : public FusedStep<In>, public FusedHost {
+/// The stage a group ends in (a consumer, or a producer_consumer whose members keep its input
+/// type), as its last step: it gets what the last member emitted in chunks of at most
+/// max_demand - min_demand events (GenStage's batches for its subscription), and emits into
+/// the group's cell's output.
+template <class In, class Out, class Handler>
+class HostStep final : public FusedStep<In>, public FusedHost<Out> {
  public:
   HostStep(Handler handler, std::int64_t chunk)
       : handler_(std::move(handler)),
         chunk_(static_cast<std::size_t>(std::max<std::int64_t>(chunk, 1))) {}
 
   void push(std::span<In> events, HostControl& control) override {
-    Context<void> ctx(control, nullptr);
+    auto ctx = context(control);
     for (std::size_t from = 0; from < events.size() && !control.no_more_chunks();) {
       const auto n = std::min(chunk_, events.size() - from);
       in_.add(n);
-      if constexpr (handler::HandlesEventsFrom<Handler, In, void>)
+      if constexpr (handler::HandlesEventsFrom<Handler, In, Out>)
         handler_.handle_events(events.subspan(from, n), SubscriptionId{0}, ctx);
       else
         handler_.handle_events(events.subspan(from, n), ctx);
+      // Each chunk's events are dispatched when its call returns, as a cell of its own does;
+      // only then is the chunk taken (a dispatcher that throws leaves it unreceived).
+      if constexpr (!std::is_void_v<Out>) control.dispatch_staged();
+      taken_.add(n);
       from += n;
     }
   }
   void subscribe(const SubscribeInfo& info, HostControl& control) override {
-    if constexpr (handler::HandlesSubscribe<Handler, void>) {
-      Context<void> ctx(control, nullptr);
+    if constexpr (handler::HandlesSubscribe<Handler, Out>) {
+      auto ctx = context(control);
       handler_.handle_subscribe(info, ctx);
     }
   }
   void cancel(const CancelInfo& info, HostControl& control) override {
-    if constexpr (handler::HandlesCancel<Handler, void>) {
-      Context<void> ctx(control, nullptr);
+    if constexpr (handler::HandlesCancel<Handler, Out>) {
+      auto ctx = context(control);
       handler_.handle_cancel(info, ctx);
     }
   }
   bool info(std::any& message, HostControl& control) override {
-    if constexpr (handler::HandlesInfo<Handler, void>) {
-      Context<void> ctx(control, nullptr);
+    if constexpr (handler::HandlesInfo<Handler, Out>) {
+      auto ctx = context(control);
       handler_.handle_info(message, ctx);
       return true;
     }
@@ -246,12 +270,22 @@ class HostStep final : public FusedStep<In>, public FusedHost {
   void terminate(const Reason& reason) override {
     if constexpr (handler::HandlesTerminate<Handler>) handler_.handle_terminate(reason);
   }
+  bool discarded(std::span<EventOf<Out>> events) override {
+    if constexpr (!std::is_void_v<Out> && handler::HandlesDiscarded<Handler, Out>)
+      return handler_.handle_discarded(events);
+    return true;
+  }
   std::uint64_t events_in() const noexcept override { return in_.get(); }
+  std::uint64_t events_taken() const noexcept override { return taken_.get(); }
 
  private:
+  static Context<Out> context(HostControl& control) {
+    return Context<Out>(control, static_cast<Staged<Out>*>(control.staged()));
+  }
+
   Handler handler_;
   const std::size_t chunk_;
-  OwnedCounter<std::uint64_t> in_;
+  OwnedCounter<std::uint64_t> in_, taken_;
 };
 
 /// What a group's cell tells its host of its subscriptions: the host has one, to the last
@@ -266,17 +300,18 @@ struct FusedSubscription {
 };
 
 /// The handler of a group's cell: the head's input goes through the steps; the host's other
-/// callbacks are forwarded, translated from the head's subscriptions to the host's one.
-template <class In>
+/// callbacks are forwarded, those about its input translated from the head's subscriptions to
+/// the host's one (those about its subscribers, as they are).
+template <class In, class Out>
 class FusedHandler {
  public:
-  FusedHandler(std::unique_ptr<FusedStep<In>> first, FusedHost* host,
+  FusedHandler(std::unique_ptr<FusedStep<In>> first, FusedHost<Out>* host,
                std::vector<const FusedCounters*> members, FusedSubscription sub)
       : first_(std::move(first)), host_(host), members_(std::move(members)), sub_(std::move(sub)) {
     control_->set_subscriptions(sub_.head_subscriptions);
   }
 
-  void handle_events(std::span<In> events, Context<void>& ctx) {
+  void handle_events(std::span<In> events, Context<Out>& ctx) {
     auto& c = control(ctx);
     try {
       first_->push(events, c);
@@ -288,14 +323,22 @@ class FusedHandler {
     }
   }
   /// Once, on the first of the head's subscriptions.
-  void handle_subscribe(const SubscribeInfo&, Context<void>& ctx) {
+  void handle_subscribe(const SubscribeInfo& about, Context<Out>& ctx) {
+    if (!about.upstream) {  // a subscriber of a producer_consumer host
+      host_call(ctx, [&](HostControl& c) { host_->subscribe(about, c); });
+      return;
+    }
     if (subscribed_++ > 0) return;
     const SubscribeInfo info{true, 0, 0, sub_.peer, sub_.options};
     host_call(ctx, [&](HostControl& c) { host_->subscribe(info, c); });
   }
   /// Once: when the last of the head's subscriptions closes, or when one closing stops the
   /// group (its cancel mode, or a cancel from this side).
-  void handle_cancel(const CancelInfo& info, Context<void>& ctx) {
+  void handle_cancel(const CancelInfo& info, Context<Out>& ctx) {
+    if (!info.upstream) {  // a subscriber of a producer_consumer host left
+      host_call(ctx, [&](HostControl& c) { host_->cancel(info, c); });
+      return;
+    }
     ++closed_;
     if (cancel_told_) return;
     if (closed_ < sub_.head_subscriptions && info.origin != CancelInfo::Origin::cancelled &&
@@ -307,11 +350,14 @@ class FusedHandler {
       host_->cancel({info.origin, info.reason, 0, 0, true}, c);
     });
   }
-  void handle_info(std::any& message, Context<void>& ctx) {
+  void handle_info(std::any& message, Context<Out>& ctx) {
     host_call(ctx, [&](HostControl& c) { host_->info(message, c); });
   }
   /// The host hears what it would have as a stage of its own: when a member failed, its
   /// producer's end (handle_cancel) and then the reason the failure cascades to it.
+  template <class E>
+  requires std::same_as<E, Out>
+  bool handle_discarded(std::span<E> events) { return host_->discarded(events); }
   void handle_terminate(const Reason& reason) {
     const auto origin = stop_origin();
     const auto k = members_.size();
@@ -351,13 +397,21 @@ class FusedHandler {
       e.producer = c.name;
       e.consumer = i + 1 < members_.size() ? members_[i + 1]->name : cell.name;
       e.sent = e.asked = c.out.get();
-      e.received = i + 1 < members_.size() ? members_[i + 1]->in.get() : host_->events_in();
+      e.received = i + 1 < members_.size() ? members_[i + 1]->taken.get() : host_->events_taken();
       m.edges.push_back(std::move(e));
     }
     cell.events_in = host_->events_in();
     cell.stop_reason = stop_reason(k);
     m.stages.push_back(std::move(cell));
   }
+
+  /// Owner thread: the group's cell failed. Unless a member threw, the failure is the host's
+  /// (its handler, or its dispatcher).
+  void cell_failed() noexcept {
+    if (stop_origin() > members_.size()) control_->host_stopped();
+  }
+  /// Owner thread, while failing: the head handled the chunk in hand (what failed came after).
+  bool head_took_input() const noexcept { return members_.front()->stopped_here.get() == 0; }
 
  private:
   /// Where the group's stop began: a member (0..k-1) that threw, the host (k) that stopped,
@@ -383,7 +437,7 @@ class FusedHandler {
 
   /// A host callback other than handle_events; if it throws, the group's stop began there.
   template <class F>
-  void host_call(Context<void>& ctx, F&& f) {
+  void host_call(Context<Out>& ctx, F&& f) {
     auto& c = control(ctx);
     try {
       f(c);
@@ -392,18 +446,23 @@ class FusedHandler {
       throw;
     }
   }
-  HostControl& control(Context<void>& ctx) {
-    if (!control_->bound()) control_->bind(control_of(ctx));
+  HostControl& control(Context<Out>& ctx) {
+    if (!control_->bound()) control_->bind(control_of(ctx), staged_of(ctx));
     return *control_;
   }
 
   std::unique_ptr<FusedStep<In>> first_;
-  FusedHost* host_;  // the last step
+  FusedHost<Out>* host_;  // the last step
   std::vector<const FusedCounters*> members_;
   FusedSubscription sub_;
   std::unique_ptr<HostControl> control_ = std::make_unique<HostControl>();  // stays put
   std::size_t subscribed_ = 0, closed_ = 0;
   bool cancel_told_ = false;
 };
+
+template <class Handler>
+inline constexpr bool is_fused_handler = false;
+template <class In, class Out>
+inline constexpr bool is_fused_handler<FusedHandler<In, Out>> = true;
 
 }  // namespace sluice::detail

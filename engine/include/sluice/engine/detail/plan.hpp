@@ -49,14 +49,16 @@ class CellFactory {
   // ---- fusion (fusion.hpp, engine/DESIGN.md 10) ----
   /// A function stage (its handler says `fusible`): it may be a member of a fused group.
   virtual bool fusible() const noexcept { return false; }
-  /// A consumer: it may host a fused group.
+  /// A consumer or a producer_consumer: it may host a fused group.
   virtual bool can_host() const noexcept { return false; }
   /// As a member: its step, in front of `next` (a FusedStep of its output type).
   virtual std::unique_ptr<FusedStepBase> member_step(const StagePlan& stage,
                                                      std::unique_ptr<FusedStepBase> next) const;
   /// As a host: its step, which takes chunks of at most `chunk` events.
   virtual std::unique_ptr<FusedStepBase> host_step(std::int64_t chunk) const;
-  /// As the head of `group`: the factory of the group's one cell.
+  /// The factory of `group`'s one cell, asked of the stage that knows both its types: the head
+  /// when the host is a consumer (the cell consumes the head's input), the host when it is a
+  /// producer_consumer (the members keep its input type; the cell emits its output).
   virtual std::shared_ptr<const CellFactory> group_cells(const FusionGroup& group) const;
 };
 
@@ -75,8 +77,11 @@ struct StagePlan {
   /// when its factory failed.
   std::shared_ptr<const DispatcherBase> dispatcher;
   std::shared_ptr<const CellFactory> cells;
-  /// It may be fused (engine/DESIGN.md 10): StageOptions::fuse, and a demand dispatcher.
+  /// It may be fused (engine/DESIGN.md 10): StageOptions::fuse (the engine API never fuses).
   bool fuse = false;
+  /// Its dispatcher is the demand dispatcher: with one subscriber, every event goes to it (a
+  /// fused member needs that).
+  bool demand_dispatcher = false;
   /// In a run: the stage whose cell runs it (a member of a fused group), if any.
   std::optional<std::size_t> fused_into;
 };
@@ -126,8 +131,22 @@ inline SubscriptionOptions edge_options(const SubscriptionOptions& o, const Disp
   return eo;
 }
 
-template <class In>
-std::shared_ptr<const CellFactory> make_group_cells(const FusionGroup& group);
+/// What HandlerCells<In, Out, Handler>::group_cells makes (fusion.hpp).
+template <class In, class Out, class Handler>
+std::shared_ptr<const CellFactory> group_cells_of(const FusionGroup& group);
+
+/// One instance's dispatcher, made by `stage`'s factory (none for a consumer).
+template <class Out>
+std::unique_ptr<Dispatcher<EventOf<Out>>> instance_dispatcher(const StagePlan& stage) {
+  std::unique_ptr<Dispatcher<EventOf<Out>>> d;
+  if constexpr (!std::is_void_v<Out>) {
+    auto made = stage.make_dispatcher();
+    SLUICE_ASSERT(made && made->selector_type() == typeid(Selector<Out>),
+                  "set_dispatcher made it a Dispatcher<Out>");
+    d.reset(static_cast<Dispatcher<Out>*>(made.release()));
+  }
+  return d;
+}
 
 template <class In, class Out, class Handler>
 class HandlerCells final : public CellFactory {
@@ -137,7 +156,7 @@ class HandlerCells final : public CellFactory {
   bool fusible() const noexcept override {
     return !std::is_void_v<In> && !std::is_void_v<Out> && FusibleHandler<Handler>;
   }
-  bool can_host() const noexcept override { return !std::is_void_v<In> && std::is_void_v<Out>; }
+  bool can_host() const noexcept override { return !std::is_void_v<In>; }
   std::unique_ptr<FusedStepBase> member_step(const StagePlan& stage,
                                              std::unique_ptr<FusedStepBase> next) const override {
     if constexpr (!std::is_void_v<In> && !std::is_void_v<Out> && FusibleHandler<Handler>)
@@ -147,31 +166,22 @@ class HandlerCells final : public CellFactory {
     return nullptr;
   }
   std::unique_ptr<FusedStepBase> host_step(std::int64_t chunk) const override {
-    if constexpr (!std::is_void_v<In> && std::is_void_v<Out>)
-      return std::make_unique<HostStep<In, Handler>>(handler_, chunk);
-    SLUICE_ASSERT(false, "the fusion pass asks only a consumer to host");
+    if constexpr (!std::is_void_v<In>)
+      return std::make_unique<HostStep<In, Out, Handler>>(handler_, chunk);
+    SLUICE_ASSERT(false, "the fusion pass asks only a stage that consumes to host");
     return nullptr;
   }
   std::shared_ptr<const CellFactory> group_cells(const FusionGroup& group) const override {
-    if constexpr (!std::is_void_v<In>) return make_group_cells<In>(group);
-    SLUICE_ASSERT(false, "a group's head consumes");
-    return nullptr;
+    return group_cells_of<In, Out, Handler>(group);
   }
   std::vector<std::unique_ptr<CellBase>> make(RunCore& core, const StagePlan& stage,
                                               std::uint32_t first) const override {
     std::vector<std::unique_ptr<CellBase>> cells;
-    for (std::size_t i = 0; i < stage.instances; ++i) {
-      std::unique_ptr<Dispatcher<EventOf<Out>>> d;
-      if constexpr (!std::is_void_v<Out>) {
-        auto made = stage.make_dispatcher();
-        SLUICE_ASSERT(made && made->selector_type() == typeid(Selector<Out>),
-                      "set_dispatcher made it a Dispatcher<Out>");
-        d.reset(static_cast<Dispatcher<Out>*>(made.release()));
-      }
+    for (std::size_t i = 0; i < stage.instances; ++i)
       cells.push_back(std::make_unique<Cell<In, Out, Handler>>(
           core, instance_name(stage.name, stage.instances, i), i,
-          static_cast<std::uint32_t>(first + i), handler_, stage.producer, std::move(d)));
-    }
+          static_cast<std::uint32_t>(first + i), handler_, stage.producer,
+          instance_dispatcher<Out>(stage)));
     return cells;
   }
 

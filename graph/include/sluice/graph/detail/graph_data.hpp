@@ -49,13 +49,15 @@ struct GraphData {
   std::vector<Claim> claims;
 };
 
-/// The engine's plan of `g`'s stages and subscriptions. A stage may be fused (engine/DESIGN.md
-/// 10) when its options allow it and its dispatcher is the demand one.
+/// The engine's plan of `g`'s stages and subscriptions, with what fusion needs to know
+/// (engine/DESIGN.md 10): whether a stage may be fused, and whether its dispatcher is the
+/// demand one.
 inline Plan plan_of(const GraphData& g) {
   Plan plan;
   for (auto& n : g.nodes) {
     plan.stages.push_back(n.stage);
-    plan.stages.back().fuse = n.options.fuse && n.dispatcher == "demand";
+    plan.stages.back().fuse = n.options.fuse;
+    plan.stages.back().demand_dispatcher = n.dispatcher == "demand";
   }
   plan.subscriptions = g.links;
   return plan;

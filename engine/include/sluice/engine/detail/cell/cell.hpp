@@ -134,6 +134,11 @@ class Cell final : public CellBase,
     return 0;
   }
 
+  void dispatch_staged() override {
+    if constexpr (has_out)
+      if (phase_ < Phase::stopping) this->dispatch_emitted();
+  }
+
   void metrics_into(Metrics& m) const override {
     if constexpr (requires { handler_.fused_metrics(m, metrics()); })
       handler_.fused_metrics(m, metrics());  // a fused group's members and host
@@ -347,6 +352,10 @@ class Cell final : public CellBase,
   // ---- stop and failure (engine/DESIGN.md 6) ----------------------------------------------------
 
   void fail(std::exception_ptr e) noexcept {
+    if constexpr (is_fused_handler<Handler>) {
+      handler_.cell_failed();
+      if (handler_.head_took_input()) this->release_in_hand();
+    }
     if constexpr (is_producer_consumer) {
       // The exception unwound out of handling a message: what that call emitted is not counted
       // as lost, since its inputs stay counted on their edge (sent, not received).

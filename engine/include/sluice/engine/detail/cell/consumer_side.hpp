@@ -32,6 +32,13 @@ class ConsumerSide : public InPort<In> {
 
  protected:
   Inbound<In> in_;
+  /// The chunk being handled, from its automatic subscription's message (release_in_hand).
+  struct InHand {
+    SubscriptionId id = 0;
+    const EdgeMessage* message = nullptr;
+    std::uint32_t from = 0, upto = 0;
+    bool set = false;
+  } in_hand_;
 
   C& self() noexcept { return static_cast<C&>(*this); }
 
@@ -100,7 +107,9 @@ class ConsumerSide : public InPort<In> {
       const auto chunk = s.demand.next();
       const auto n = static_cast<std::uint32_t>(chunk.size);
       if (chunk.excess > 0) log_excess(s, chunk.excess);
+      in_hand_ = {id, &m, from, from + n, true};
       call_handle_events(events.subspan(from, n), id);
+      in_hand_.set = false;
       if (c.phase_ >= Phase::stopping) {  // stopped inside the callback: the edge was released
         c.in_message_ = false;
         return;
@@ -196,6 +205,15 @@ class ConsumerSide : public InPort<In> {
       return;
     }
     c.settle();
+  }
+
+  /// A fused group failed after its head had taken the chunk in hand (a later member or the
+  /// host threw): the chunk counts as received, as the head's edge would have counted it had it
+  /// been a cell of its own (engine/DESIGN.md 10, step 4). Before cancel_all.
+  void release_in_hand() noexcept {
+    if (!in_hand_.set) return;
+    in_hand_.set = false;
+    in_[in_hand_.id].edge->release_events(*in_hand_.message, in_hand_.from, in_hand_.upto);
   }
 
   /// Stopping: every open subscription is cancelled with the stop's reason.
