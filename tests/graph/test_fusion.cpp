@@ -648,3 +648,77 @@ TEST_CASE("fusion: detach of the host finishes the group, and a member cannot be
 }
 
 }  // TEST_SUITE("graph.fusion")
+
+namespace {
+/// A producer_consumer written as a class: doubles every event.
+struct Doubler {
+  void handle_events(std::span<I64> in, sluice::Context<I64>& ctx) {
+    for (auto e : in)
+      ctx.emit(2 * e);
+  }
+};
+
+/// source -> filter (odd) -> Doubler (class) -> sum, and source -> map -> map (partition 2) ->
+/// 2 sums; `fuse` on every stage. Returns both sums and the fused clusters of each graph.
+struct PcHostRun {
+  I64 doubled = 0, partitioned = 0;
+  std::vector<std::string> clusters_a, clusters_b;
+};
+PcHostRun run_pc_hosts(bool fuse) {
+  PcHostRun r;
+  sluice::StageOptions o;
+  o.fuse = fuse;
+  {
+    sluice::Graph g;
+    std::atomic<I64> sum{0};
+    g.source("numbers", sluice::from_range(std::views::iota(I64{0}, I64{100'000})))
+        .filter(
+            "odd", [](const I64& x) { return x % 2 == 1; }, o)
+        .then<I64>("double", Doubler{}, o)
+        .for_each(
+            "sum", [&](I64 x) { sum += x; }, o);
+    r.clusters_a = fused_clusters(g.to_dot());
+    g.run().wait();
+    r.doubled = sum;
+  }
+  {
+    sluice::Graph g;
+    std::atomic<I64> sum{0};
+    auto o2 = o;
+    o2.instances = 2;
+    g.source("numbers", sluice::from_range(std::views::iota(I64{0}, I64{100'000})))
+        .map(
+            "plus1", [](I64 x) { return x + 1; }, o)
+        .map(
+            "plus2", [](I64 x) { return x + 2; }, o)
+        .partition(2, [](const I64& x) { return static_cast<std::size_t>(x % 2); })
+        .for_each(
+            "sum", [&](I64 x) { sum += x; }, o2);
+    r.clusters_b = fused_clusters(g.to_dot());
+    g.run().wait();
+    r.partitioned = sum;
+  }
+  return r;
+}
+}  // namespace
+
+TEST_CASE(
+    "fusion: a producer_consumer hosts the function stages before it when they keep its type") {
+  const auto fused = run_pc_hosts(true);
+  const auto apart = run_pc_hosts(false);
+  CHECK(fused.doubled == apart.doubled);
+  CHECK(fused.doubled == 2 * I64{50'000} * 50'000);  // twice the sum of the odd numbers below 10^5
+  CHECK(fused.partitioned == apart.partitioned);
+  CHECK(fused.partitioned == I64{99'999} * 100'000 / 2 + 3 * I64{100'000});
+  // The filter runs in the class stage's cell; the sum after it has no function stage to host.
+  REQUIRE(fused.clusters_a.size() == 1);
+  CHECK(lists(fused.clusters_a[0], "odd"));
+  CHECK(lists(fused.clusters_a[0], "double"));
+  CHECK_FALSE(lists(fused.clusters_a[0], "sum"));
+  // A run of maps ends in the last one, which keeps its partition dispatcher.
+  REQUIRE(fused.clusters_b.size() == 1);
+  CHECK(lists(fused.clusters_b[0], "plus1"));
+  CHECK(lists(fused.clusters_b[0], "plus2"));
+  CHECK(apart.clusters_a.empty());
+  CHECK(apart.clusters_b.empty());
+}
