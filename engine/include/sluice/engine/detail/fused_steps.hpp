@@ -144,49 +144,40 @@ class FunctionStep final : public FusedStep<In>, public CountedStep {
   void push(std::span<In> events, HostControl& control) override {
     counters_.in.add(events.size());
     if constexpr (std::same_as<In, Out> && requires(Handler & h) { h.map_in_place(events); }) {
-      try {  // a map that keeps the type: in place
-        handler_.map_in_place(events);
-      } catch (...) {
-        counters_.stopped_here.set(1);
-        rethrow_as_member(counters_.name);
-      }
-      counters_.taken.add(events.size());
-      counters_.out.add(events.size());
-      next_->push(events, control);
+      call([&] { handler_.map_in_place(events); });  // a map that keeps the type: in place
+      pass_on(events.size(), events, control);
     } else if constexpr (std::same_as<In, Out> &&
                          requires(Handler & h) { h.filter_in_place(events); }) {
       std::size_t kept = 0;
-      try {  // a filter: in place
-        kept = handler_.filter_in_place(events);
-      } catch (...) {
-        counters_.stopped_here.set(1);
-        rethrow_as_member(counters_.name);
-      }
-      counters_.taken.add(events.size());
-      counters_.out.add(kept);
-      next_->push(events.first(kept), control);
-    } else {
-      push_emitted(events, control);
+      call([&] { kept = handler_.filter_in_place(events); });  // a filter: in place
+      pass_on(events.size(), events.first(kept), control);
+    } else {  // any other member: it emits into a buffer of its own, which the next step reads
+      Context<Out> ctx(control, &out_);
+      call([&] { handler_.handle_events(events, ctx); });
+      struct Clear {
+        EmitBuffer<Out>& b;
+        ~Clear() { b.clear(); }
+      } clear{out_};
+      pass_on(events.size(), std::span<Out>(out_), control);
     }
   }
 
  private:
-  /// Any other member: what its handle_events emits goes to a buffer the next step reads.
-  void push_emitted(std::span<In> events, HostControl& control) {
-    Context<Out> ctx(control, &out_);
+  /// Calls the handler; what it throws is this member's, and the group's stop began here.
+  template <class F>
+  void call(F&& f) {
     try {
-      handler_.handle_events(events, ctx);
+      f();
     } catch (...) {
       counters_.stopped_here.set(1);
       rethrow_as_member(counters_.name);
     }
-    counters_.taken.add(events.size());
-    counters_.out.add(out_.size());
-    struct Clear {
-      EmitBuffer<Out>& b;
-      ~Clear() { b.clear(); }
-    } clear{out_};
-    next_->push(std::span<Out>(out_), control);
+  }
+  /// The call returned: `taken` events taken, `out` passed on to the next step.
+  void pass_on(std::size_t taken, std::span<Out> out, HostControl& control) {
+    counters_.taken.add(taken);
+    counters_.out.add(out.size());
+    next_->push(out, control);
   }
 
  public:
@@ -291,12 +282,9 @@ class HostStep final : public FusedStep<In>, public FusedHost<Out> {
 /// What a group's cell tells its host of its subscriptions: the host has one, to the last
 /// member, whatever the head has.
 struct FusedSubscription {
-  std::string peer;                                ///< the last member's name
-  SubscriptionOptions options;                     ///< the host's own subscription options
-  CancelMode head_cancel = CancelMode::permanent;  ///< the head's cancel mode
-  std::size_t head_subscriptions = 1;              ///< one per producer instance
-  /// The cancel mode of the subscription below each member (to the next member, or the host).
-  std::vector<CancelMode> inner_cancel;
+  std::string peer;                    ///< the last member's name
+  SubscriptionOptions options;         ///< the host's own subscription options
+  std::size_t head_subscriptions = 1;  ///< one per producer instance
 };
 
 /// The handler of a group's cell: the head's input goes through the steps; the host's other
@@ -311,77 +299,66 @@ class FusedHandler {
     control_->set_subscriptions(sub_.head_subscriptions);
   }
 
+  // What the host's callbacks throw is the host's failure: Cell::fail calls cell_failed.
   void handle_events(std::span<In> events, Context<Out>& ctx) {
-    auto& c = control(ctx);
-    try {
-      first_->push(events, c);
-    } catch (const fused_member_error&) {
-      throw;
-    } catch (...) {  // the host threw
-      c.host_stopped();
-      throw;
-    }
+    first_->push(events, control(ctx));
   }
   /// Once, on the first of the head's subscriptions.
   void handle_subscribe(const SubscribeInfo& about, Context<Out>& ctx) {
     if (!about.upstream) {  // a subscriber of a producer_consumer host
-      host_call(ctx, [&](HostControl& c) { host_->subscribe(about, c); });
+      host_->subscribe(about, control(ctx));
       return;
     }
     if (subscribed_++ > 0) return;
     const SubscribeInfo info{true, 0, 0, sub_.peer, sub_.options};
-    host_call(ctx, [&](HostControl& c) { host_->subscribe(info, c); });
+    host_->subscribe(info, control(ctx));
   }
   /// Once: when the last of the head's subscriptions closes, or when one closing stops the
   /// group (its cancel mode, or a cancel from this side).
   void handle_cancel(const CancelInfo& info, Context<Out>& ctx) {
     if (!info.upstream) {  // a subscriber of a producer_consumer host left
-      host_call(ctx, [&](HostControl& c) { host_->cancel(info, c); });
+      host_->cancel(info, control(ctx));
       return;
     }
     ++closed_;
     if (cancel_told_) return;
     if (closed_ < sub_.head_subscriptions && info.origin != CancelInfo::Origin::cancelled &&
-        !stops_on_close(sub_.head_cancel, info.reason, false))
+        !stops_on_close(CancelMode::permanent, info.reason, false))  // a head's (fusion.hpp)
       return;
     cancel_told_ = true;
     if (info.origin == CancelInfo::Origin::cancelled) control(ctx).host_stopped();  // its own
-    host_call(ctx, [&](HostControl& c) {
-      host_->cancel({info.origin, info.reason, 0, 0, true}, c);
-    });
+    host_->cancel({info.origin, info.reason, 0, 0, true}, control(ctx));
   }
-  void handle_info(std::any& message, Context<Out>& ctx) {
-    host_call(ctx, [&](HostControl& c) { host_->info(message, c); });
-  }
-  /// The host hears what it would have as a stage of its own: when a member failed, its
-  /// producer's end (handle_cancel) and then the reason the failure cascades to it.
+  void handle_info(std::any& message, Context<Out>& ctx) { host_->info(message, control(ctx)); }
   template <class E>
   requires std::same_as<E, Out>
   bool handle_discarded(std::span<E> events) { return host_->discarded(events); }
+  /// The host hears what it would have as a stage of its own: when a member failed, its
+  /// producer's end (handle_cancel) with the error, then the error (every subscription inside
+  /// a group cascades it: fusion.hpp).
   void handle_terminate(const Reason& reason) {
-    const auto origin = stop_origin();
-    const auto k = members_.size();
-    if (origin < k && !cancel_told_ && control_->bound()) {
+    if (stop_origin() < members_.size() && !cancel_told_ && control_->bound()) {
       cancel_told_ = true;
       try {
         host_->cancel({CancelInfo::Origin::producer_ended, reason, 0, 0, true}, *control_);
       } catch (...) {  // stopping regardless, as handle_terminate itself
       }
     }
-    host_->terminate(stage_reason(k, origin, reason));
+    host_->terminate(reason);
   }
 
   /// Any thread: the members' figures, then the host's (`cell`: the cell's own), and the
   /// links between them as edges (what the host had not received when it stopped shows as
   /// sent and not received, as on an edge).
   void fused_metrics(Metrics& m, StageMetrics cell) const {
+    // Where the stop began, the stages above it stopped as a producer whose subscriber left;
+    // it and those below, for the cell's reason (the cascade through permanent and transient
+    // subscriptions).
     const auto origin = stop_origin();
     const auto k = members_.size();
-    const auto reason = cell.finished ? Reason::error(cell.stop_reason) : Reason();
     auto stop_reason = [&](std::size_t j) {
-      if (!cell.finished || origin > k || j == origin) return cell.stop_reason;
-      const auto r = stage_reason(j, origin, reason);
-      return r.is_error() ? r.message : (r.is_normal() ? std::string("normal") : r.message);
+      return cell.finished && j < origin && origin <= k ? std::string("shutdown")
+                                                        : cell.stop_reason;
     };
     for (std::size_t i = 0; i < members_.size(); ++i) {
       const auto& c = *members_[i];
@@ -420,31 +397,6 @@ class FusedHandler {
     for (std::size_t i = 0; i < members_.size(); ++i)
       if (members_[i]->stopped_here.get() != 0) return i;
     return control_->host_stopped_published() ? members_.size() : members_.size() + 1;
-  }
-  /// The reason stage `j` (a member, or the host: k) stops for when the group's stop began at
-  /// `origin` for `reason`, as separate stages would: those above it stop as a producer whose
-  /// subscriber left; those below by cascade, under each subscription's cancel mode (an
-  /// error goes on through permanent and transient ones; otherwise a stage whose only input
-  /// ended finishes normally).
-  Reason stage_reason(std::size_t j, std::size_t origin, const Reason& reason) const {
-    if (origin > members_.size() || j == origin) return reason;
-    if (j < origin) return Reason::shutdown();
-    Reason r = reason;
-    for (std::size_t i = origin; i < j; ++i)
-      if (!r.is_error() || sub_.inner_cancel[i] == CancelMode::temporary) r = Reason::normal();
-    return r;
-  }
-
-  /// A host callback other than handle_events; if it throws, the group's stop began there.
-  template <class F>
-  void host_call(Context<Out>& ctx, F&& f) {
-    auto& c = control(ctx);
-    try {
-      f(c);
-    } catch (...) {
-      c.host_stopped();
-      throw;
-    }
   }
   HostControl& control(Context<Out>& ctx) {
     if (!control_->bound()) control_->bind(control_of(ctx), staged_of(ctx));

@@ -198,13 +198,8 @@ inline Plan fuse(const Plan& plan) {
     for (std::size_t i = 0; i + 1 < g.stages.size(); ++i)
       group.members.push_back(plan.stages[g.stages[i]]);
     group.host = plan.stages[h];
-    group.subscription = {group.members.back().name,
-                          host_link.options,
-                          head_link.options.cancel,
-                          plan.stages[head_link.producer].instances,
-                          {}};
-    for (std::size_t i = 1; i < g.links.size(); ++i)
-      group.subscription.inner_cancel.push_back(plan.subscriptions[g.links[i]].options.cancel);
+    group.subscription = {group.members.back().name, host_link.options,
+                          plan.stages[head_link.producer].instances};
     group.host_chunk = host_link.options.max_demand - host_link.options.effective_min_demand();
     auto& host = out.stages[h];
     // The stage that knows both of the cell's types (DESIGN.md 10, step 5).

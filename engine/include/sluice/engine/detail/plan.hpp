@@ -162,14 +162,14 @@ class HandlerCells final : public CellFactory {
     if constexpr (!std::is_void_v<In> && !std::is_void_v<Out> && FusibleHandler<Handler>)
       return std::make_unique<FunctionStep<In, Out, Handler>>(stage.name, handler_,
                                                               std::move(next));
-    SLUICE_ASSERT(false, "the fusion pass asks only a fusible stage");
-    return nullptr;
+    else
+      return CellFactory::member_step(stage, std::move(next));
   }
   std::unique_ptr<FusedStepBase> host_step(std::int64_t chunk) const override {
     if constexpr (!std::is_void_v<In>)
       return std::make_unique<HostStep<In, Out, Handler>>(handler_, chunk);
-    SLUICE_ASSERT(false, "the fusion pass asks only a stage that consumes to host");
-    return nullptr;
+    else
+      return CellFactory::host_step(chunk);
   }
   std::shared_ptr<const CellFactory> group_cells(const FusionGroup& group) const override {
     return group_cells_of<In, Out, Handler>(group);
