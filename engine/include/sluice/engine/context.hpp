@@ -7,6 +7,7 @@
 #include <mutex>
 #include <ranges>
 #include <span>
+#include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>
@@ -14,6 +15,7 @@
 
 #include <sluice/engine/detail/emit_buffer.hpp>
 #include <sluice/engine/options.hpp>
+#include <sluice/engine/time.hpp>
 
 namespace sluice {
 
@@ -85,6 +87,12 @@ class CellControl {
   /// returned (a fused group's host, between the chunks it gets in one call: engine/DESIGN.md
   /// 10). Owner thread.
   virtual void dispatch_staged() = 0;
+  /// A timer that delivers `message` to handle_info at now() + `delay`, then every `period` if
+  /// it is positive (engine/DESIGN.md 11). Owner thread.
+  virtual TimerId start_timer(Duration delay, Duration period, std::any message) = 0;
+  virtual bool cancel_timer(TimerId id) = 0;
+  /// The run's clock (virtual in a manual run).
+  virtual TimePoint now() const noexcept = 0;
 
  protected:
   ~CellControl() = default;
@@ -201,6 +209,30 @@ class Context {
   void cancel(SubscriptionId subscription, Reason reason = Reason::normal()) {
     cell_->cancel(subscription, std::move(reason));
   }
+  /// Delivers `message` to this stage's handle_info once `delay` has passed on the run's clock
+  /// (GenStage code's `Process.send_after(self(), message, ms)`): never earlier; as a plain
+  /// message, ordered with the stage's other infos as Run::send_info is. Returns the timer's
+  /// id for cancel_timer. The timers of a stage that stops are cancelled with it. A negative
+  /// delay throws (the stage fails, naming it); zero delivers it as soon as the stage runs
+  /// again.
+  TimerId send_after(Duration delay, std::any message) {
+    return cell_->start_timer(delay, Duration::zero(), std::move(message));
+  }
+  /// Delivers a copy of `message` to handle_info every `period` (> 0), the first one `period`
+  /// from now (`:timer.send_interval`), until cancel_timer or the stage stops. A tick that comes
+  /// a whole period late is skipped, not delivered twice in a row.
+  TimerId send_every(Duration period, std::any message) {
+    if (period <= Duration::zero())
+      throw stage_error(std::string(name()), "send_every: the period is not positive (" +
+                                                 std::to_string(period.count()) + " ns)");
+    return cell_->start_timer(period, period, std::move(message));
+  }
+  /// Cancels a timer of this stage instance: true if it was pending (it will not fire), false if
+  /// it had fired (a send_after) or was cancelled already (`Process.cancel_timer`).
+  bool cancel_timer(TimerId id) { return cell_->cancel_timer(id); }
+  /// The run's clock: std::chrono::steady_clock, or in a manual run a virtual clock that starts
+  /// at TimePoint{} and that only Run::advance moves.
+  TimePoint now() const noexcept { return cell_->now(); }
   /// Events in the output buffer (GenStage estimate_buffered_count/1).
   std::size_t buffered_count() const { return cell_->buffered_count(); }
   /// A handle that wakes this stage (its handle_info) from any thread.

@@ -45,8 +45,9 @@ class Run {
     if (!manual_) {
       core_->request_cancel();
       core_->wait_done();
-      tbb_->wait_for_tasks();
     }
+    core_->timers().stop();            // no cell runs any more: nothing asks it for a wake-up
+    if (tbb_) tbb_->wait_for_tasks();  // and a wake-up it had made has been run
     auto& cells = core_->cells();
     for (std::size_t i = 0; i < cells.size(); ++i)
       cells[i].close_waker();
@@ -182,7 +183,7 @@ class Run {
       core_->cells()[i].post_external(
           {detail::ExternalCommand::Kind::cancel_inputs, std::any(reason)});
     if (manual_) {
-      manual_->run_until_idle();
+      run_until_idle();
       return;
     }
     for (auto i = c.first; i < c.first + c.count; ++i)
@@ -207,9 +208,41 @@ class Run {
     return {entry.plan.name, entry.plan.kind, count};
   }
 
+  /// The run's clock (Context::now): steady_clock, or a manual run's virtual clock. Any thread.
+  TimePoint now() const noexcept { return core_->clock().now(); }
+
+  /// Manual mode only: moves the virtual clock forward by `by`, firing the timers that fall due
+  /// on the way in deadline order, on this thread: the clock stops at each deadline, the cells
+  /// due then run until nothing is runnable (what they start in turn fires too, if it falls
+  /// due before the end), and the clock ends `by` later than it began. Throws
+  /// std::logic_error on a run that is not manual, std::invalid_argument for a negative `by`.
+  void advance(Duration by) {
+    if (!manual_)
+      throw std::logic_error(
+          "sluice: advance: only a manual run (RunOptions::manual) has a virtual clock");
+    if (by < Duration::zero()) throw std::invalid_argument("sluice: advance: negative duration");
+    auto& clock = core_->clock();
+    auto& timers = core_->timers();
+    const auto until = clock.now() + by;
+    run_until_idle();
+    for (auto at = timers.earliest(); at && *at <= until; at = timers.earliest()) {
+      clock.set(*at);
+      run_until_idle();
+    }
+    clock.set(until);
+  }
+
   /// Manual mode only: runs scheduled cells on this thread until none is runnable.
+  /// Timers due at the virtual clock's time (a zero delay) fire on the way.
   std::size_t run_until_idle(std::size_t limit = SIZE_MAX) {
-    return manual_->run_until_idle(limit);
+    auto runs = manual_->run_until_idle(limit);
+    auto& timers = core_->timers();
+    const auto now = core_->clock().now();
+    for (auto at = timers.earliest(); runs < limit && at && *at <= now; at = timers.earliest()) {
+      timers.wake_due(now);
+      runs += manual_->run_until_idle(limit - runs);
+    }
+    return runs;
   }
 
  private:
@@ -275,7 +308,7 @@ class Run {
   /// Until every stage has finished (manual mode: until nothing is runnable).
   void settle_down() {
     if (manual_) {
-      manual_->run_until_idle();
+      run_until_idle();
     } else {
       core_->wait_done();
       tbb_->wait_for_tasks();
@@ -370,7 +403,7 @@ inline Run Run::start(std::uint64_t owner, const detail::Plan& plan, RunOptions 
   }
   run.core_ = std::make_unique<detail::RunCore>(
       *ex, options.logger ? std::move(options.logger) : detail::default_logger(), options.quantum,
-      options.fail_fast);
+      options.fail_fast, options.manual);
   auto& cells = run.core_->cells();
   auto& stages = run.table_->stages;
   const auto fused = detail::fuse(plan);  // engine/DESIGN.md 10

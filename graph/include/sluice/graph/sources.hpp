@@ -1,5 +1,6 @@
 #pragma once
 
+#include <any>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -8,6 +9,7 @@
 #include <utility>
 
 #include <sluice/engine/context.hpp>
+#include <sluice/engine/time.hpp>
 
 namespace sluice {
 
@@ -55,7 +57,51 @@ struct GeneratorSource {
   }
 };
 
+/// from_generator(f, {.poll_every = T}): what f has now goes out as demand asks; when f has
+/// nothing yet, it is called again T later, on a timer (no thread waits for it), for as long as
+/// there is demand. It ends when the run is drained or cancelled.
+template <class O, class F>
+struct PollingSource {
+  using Out = O;
+  static constexpr const char* what = "from_generator";
+  static constexpr bool single_instance = false;
+  struct Poll {};  // its timer's message
+  std::optional<F> f;
+  Duration every;
+  std::size_t wanted = 0;  // demand f has not met yet
+  bool polling = false;    // a Poll is pending
+  bool draining = false;
+  void handle_demand(std::size_t n, Context<Out>& ctx) {
+    wanted += n;
+    pull(ctx);
+  }
+  void handle_info(std::any& message, Context<Out>& ctx) {
+    if (std::any_cast<Poll>(&message) == nullptr) return;
+    polling = false;
+    pull(ctx);
+  }
+  void handle_drain(Context<Out>& ctx) {
+    draining = true;
+    ctx.finish();  // once what it emitted has been dispatched
+  }
+  void pull(Context<Out>& ctx) {
+    if (draining || polling || wanted == 0) return;
+    wanted -= ctx.emit_generated(wanted, *f);
+    if (wanted == 0) return;
+    ctx.send_after(every, Poll{});
+    polling = true;
+  }
+};
+
 }  // namespace detail
+
+/// Options of from_generator.
+struct GeneratorOptions {
+  /// Set: an empty optional from the generator means "nothing yet", not the end: the source
+  /// calls it again this long after (a timer on the run's clock), and ends only when the run is
+  /// drained or cancelled. Must be positive.
+  std::optional<Duration> poll_every = std::nullopt;
+};
 
 /// Makes a source that emits the elements of `range` in order, exactly as demand asks
 /// (GenStage's from_enumerable), then finishes. The range is kept (moved in) by the graph; every
@@ -75,6 +121,22 @@ requires requires(F& f) {
 auto from_generator(F f) {
   using Out = typename std::invoke_result_t<F&>::value_type;
   return detail::GeneratorSource<Out, F>{std::move(f)};
+}
+
+/// A source that polls a callable returning std::optional<T> (a queue, a file that grows, a
+/// device): each call gives the next event, or nothing yet; with nothing, it is called again
+/// `options.poll_every` later, on a timer, while demand lasts. It runs until the run is drained
+/// (it then finishes once what it emitted has been dispatched) or cancelled. Throws
+/// option_error for a poll_every that is missing or not positive.
+template <class F>
+requires requires(F& f) {
+  f().has_value();
+}
+auto from_generator(F f, GeneratorOptions options) {
+  using Out = typename std::invoke_result_t<F&>::value_type;
+  if (!options.poll_every || *options.poll_every <= Duration::zero())
+    throw option_error("from_generator: GeneratorOptions::poll_every must be set and positive");
+  return detail::PollingSource<Out, F>{std::move(f), *options.poll_every};
 }
 
 }  // namespace sluice

@@ -68,6 +68,11 @@ class HostControl final : public CellControl {
   void set_demand_mode(DemandMode mode) override { cell_->set_demand_mode(mode); }
   DemandMode demand_mode() const override { return cell_->demand_mode(); }
   void ask(SubscriptionId id, std::int64_t n) override { cell_->ask(id, n); }
+  TimerId start_timer(Duration delay, Duration period, std::any message) override {
+    return cell_->start_timer(delay, period, std::move(message));
+  }
+  bool cancel_timer(TimerId id) override { return cell_->cancel_timer(id); }
+  TimePoint now() const noexcept override { return cell_->now(); }
   void cancel(SubscriptionId id, Reason reason) override {
     host_stopped();
     if (id != 0) {

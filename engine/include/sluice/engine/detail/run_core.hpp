@@ -11,6 +11,7 @@
 
 #include <sluice/engine/detail/executor.hpp>
 #include <sluice/engine/detail/stable_table.hpp>
+#include <sluice/engine/detail/timer_service.hpp>
 #include <sluice/engine/dispatcher.hpp>
 #include <sluice/engine/metrics.hpp>
 
@@ -57,8 +58,13 @@ class CellTable {
 ///   Progress: wait-free, but for wait(), which blocks (never spins) until done_.
 class RunCore {
  public:
-  RunCore(Executor& executor, Logger logger, std::size_t quantum, bool fail_fast)
-      : executor_(executor), logger_(std::move(logger)), quantum_(quantum), fail_fast_(fail_fast) {}
+  RunCore(Executor& executor, Logger logger, std::size_t quantum, bool fail_fast,
+          bool virtual_clock)
+      : executor_(executor),
+        logger_(std::move(logger)),
+        quantum_(quantum),
+        fail_fast_(fail_fast),
+        clock_(virtual_clock) {}
 
   Executor& executor() noexcept { return executor_; }
   std::size_t quantum() const noexcept { return quantum_; }
@@ -72,6 +78,10 @@ class RunCore {
   }
 
   CellTable& cells() noexcept { return cells_; }
+  /// The run's clock and its timer service (engine/DESIGN.md 11).
+  const RunClock& clock() const noexcept { return clock_; }
+  RunClock& clock() noexcept { return clock_; }
+  TimerService& timers() noexcept { return timers_; }
   /// Schedules cell `cell` unless it is already (engine/DESIGN.md 1, step 1). Any thread.
   void notify(std::uint32_t cell) { cells_.schedulable(cell).notify(executor_); }
   void notify_all() {
@@ -145,6 +155,9 @@ class RunCore {
   const std::size_t quantum_;
   const bool fail_fast_;
   CellTable cells_;
+  RunClock clock_;
+  // After cells_: destroyed first, so its thread never notifies a destroyed cell.
+  TimerService timers_{clock_, [this](std::uint32_t cell) { notify(cell); }};
   std::atomic<std::size_t> live_{0};
   std::atomic<bool> cancel_{false};
   std::atomic<bool> error_claimed_{false};

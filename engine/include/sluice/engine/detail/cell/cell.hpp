@@ -215,6 +215,8 @@ class Cell final : public CellBase,
     if (phase_ == Phase::created) start();
     this->poll_cancellations();  // before anything new is dispatched
     drain_external();
+    if (fire_due_timers([this](std::any m) { mail_.ready(mail_.store(std::move(m))); }))
+      settle();  // a timer's message is a plain message (Run::send_info's kind)
     this->poll_asks();
     const bool more = phase_ < Phase::stopping && this->poll_inputs(run_.quantum());
     settle();
@@ -402,6 +404,7 @@ class Cell final : public CellBase,
   void do_stop(const Reason& reason) noexcept {
     if (phase_ >= Phase::stopping) return;
     phase_ = Phase::stopping;
+    cancel_timers();
     this->end_all(reason);
     this->cancel_all(reason);
     try {

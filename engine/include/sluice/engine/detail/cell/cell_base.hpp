@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include <sluice/engine/context.hpp>
+#include <sluice/engine/detail/cell/timers.hpp>
 #include <sluice/engine/detail/edge.hpp>
 #include <sluice/engine/detail/executor.hpp>
 #include <sluice/engine/detail/owned_counter.hpp>
@@ -123,6 +124,46 @@ class CellBase : public Schedulable, public CellControl {
     wake_target_->cell = nullptr;
   }
 
+  // ---- timers (engine/DESIGN.md 11) -------------------------------------------------------------
+
+  TimerId start_timer(Duration delay, Duration period, std::any message) override {
+    if (delay < Duration::zero())
+      throw stage_error(
+          name_, "send_after: the delay is negative (" + std::to_string(delay.count()) + " ns)");
+    const auto id = timers_.start(run_.clock().now() + delay, period, std::move(message));
+    request_wake();
+    return id;
+  }
+  bool cancel_timer(TimerId id) override { return timers_.cancel(id); }
+  TimePoint now() const noexcept override { return run_.clock().now(); }
+
+ protected:
+  /// The timer service woke this cell (detail/timer_service.hpp, H2): every due timer's message
+  /// goes to `deliver`, in deadline order, then the next wake-up is asked for. One relaxed load
+  /// when no timer is due.
+  template <class Deliver>
+  bool fire_due_timers(Deliver&& deliver) {
+    // Relaxed: the flag is set before the service's notify(), whose acq_rel (Schedulable H1)
+    // orders it before this quantum; exchange, so a wake that comes meanwhile is not lost.
+    if (!timers_due_.load(std::memory_order_relaxed) ||
+        !timers_due_.exchange(false, std::memory_order_relaxed))
+      return false;
+    timers_.woken();
+    timers_.fire_due(run_.clock().now(), deliver);
+    request_wake();
+    return true;
+  }
+  /// The stage stops: its timers are cancelled with it (a wake-up already asked for finds the
+  /// cell finished and does nothing).
+  void cancel_timers() noexcept { timers_.clear(); }
+
+ private:
+  void request_wake() {
+    if (const auto at = timers_.wake_to_request())
+      run_.timers().request({*at, index_, &timers_due_});
+  }
+
+ public:
   /// Any thread: its figures appended to `m` (a fused group's cell adds its members', and the
   /// links between them).
   virtual void metrics_into(Metrics& m) const { m.stages.push_back(metrics()); }
@@ -218,6 +259,8 @@ class CellBase : public Schedulable, public CellControl {
   Reason stop_reason_;  // written once, before finished_
   MpmcQueue<ExternalCommand> external_{8};
   std::shared_ptr<WakeTarget> wake_target_;  // made by the owner thread, read at the run's end
+  Timers timers_;
+  std::atomic<bool> timers_due_{false};  // set by the timer service (timer_service.hpp, H2)
 };
 
 }  // namespace sluice::detail
