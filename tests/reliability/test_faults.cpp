@@ -32,7 +32,7 @@ enum class Where {
   handle_demand,     // the source's handle_demand
   pc_events,         // a producer_consumer's handle_events
   sink_events,       // a consumer's handle_events
-  handle_info,       // a stage's handle_info (woken from the test thread)
+  handle_info,       // a stage's handle_info (woken from the test thread, or by its own timer)
   cancel_consumer,   // handle_cancel on the consumer side (its producer ended normally)
   cancel_producer,   // handle_cancel on the producer side (a sink stopped itself)
   handle_subscribe,  // handle_subscribe, either side
@@ -66,6 +66,8 @@ struct Scenario {
   std::uint64_t at = 0;           // the fault's point (events or calls)
   std::uint64_t overshoot = 0;    // events the source emits beyond demand per call
   std::string expected_instance;  // named by stage_error
+  bool ticking = false;           // every class stage keeps a periodic timer (its ticks do nothing)
+  bool by_timer = false;          // handle_info: the message comes from the target's own timer
 
   const rg::StageSpec& stage(std::size_t i) const { return graph.stages[i]; }
   std::size_t fan() const { return graph.fan_out(); }
@@ -76,9 +78,10 @@ struct Scenario {
     return stage(i).role == rg::Role::stage && stage(i).form == rg::Form::handler;
   }
   std::string describe() const {
-    return std::string("fault: ") + where_names[static_cast<int>(where)] + " in '" +
-           expected_instance + "' at " + std::to_string(at) + "; overshoot " +
-           std::to_string(overshoot) + "\n" + graph.describe();
+    return std::string("fault: ") + where_names[static_cast<int>(where)] +
+           (by_timer ? " (from its timer)" : "") + " in '" + expected_instance + "' at " +
+           std::to_string(at) + "; overshoot " + std::to_string(overshoot) +
+           (ticking ? "; ticking" : "") + "\n" + graph.describe();
   }
 };
 
@@ -113,6 +116,34 @@ struct Shared {
   bool here(Where w, std::size_t stage, std::size_t instance) const {
     return sc.where == w && sc.target == stage && instance == 0;
   }
+
+  /// A timer's message.
+  struct Tick {};
+  /// From a class stage's first handle_subscribe: the timers the scenario wants it to keep (a
+  /// periodic one whose ticks do nothing, the fault's own), and the handle_info target's waker.
+  template <class Out>
+  void start(std::size_t stage, bool& started, sluice::Context<Out>& ctx) {
+    if (started) return;
+    started = true;
+    if (sc.ticking) ctx.send_every(std::chrono::microseconds(50 + 97 * stage), Tick{});
+    if (!here(Where::handle_info, stage, ctx.instance())) return;
+    if (sc.by_timer) {
+      ctx.send_every(std::chrono::microseconds(100), Tick{});
+    } else {
+      std::lock_guard lock(mutex);
+      waker = ctx.waker();
+    }
+  }
+  /// handle_info: the fault, when it is the target's and its time has come (a tick once the
+  /// sinks have seen `at` events, or the test thread's message).
+  template <class Out>
+  void info(std::size_t stage, const std::any& message, std::uint64_t seen,
+            sluice::Context<Out>& ctx) {
+    if (!here(Where::handle_info, stage, ctx.instance())) return;
+    if (std::any_cast<Tick>(&message) != nullptr && (!sc.by_timer || delivered.load() < sc.at))
+      return;
+    fail(std::string(ctx.name()), "handle_info", rel::make_ev(seen));
+  }
 };
 
 using SharedPtr = std::shared_ptr<Shared>;
@@ -121,12 +152,10 @@ struct Source {
   SharedPtr sh;
   std::size_t stage = 0;
   std::uint64_t next = 0;
+  bool started = false;
 
   void handle_subscribe(const sluice::SubscribeInfo&, sluice::Context<Ev>& ctx) {
-    if (sh->here(Where::handle_info, stage, ctx.instance())) {
-      std::lock_guard lock(sh->mutex);
-      sh->waker = ctx.waker();
-    }
+    sh->start(stage, started, ctx);
     if (sh->here(Where::handle_subscribe, stage, ctx.instance()))
       sh->fail(std::string(ctx.name()), "handle_subscribe", rel::make_ev(0));
   }
@@ -145,10 +174,7 @@ struct Source {
     }
     if (next >= limit) ctx.finish();
   }
-  void handle_info(std::any&, sluice::Context<Ev>& ctx) {
-    if (sh->here(Where::handle_info, stage, ctx.instance()))
-      sh->fail(std::string(ctx.name()), "handle_info", rel::make_ev(next));
-  }
+  void handle_info(std::any& m, sluice::Context<Ev>& ctx) { sh->info(stage, m, next, ctx); }
   void handle_cancel(const sluice::CancelInfo&, sluice::Context<Ev>& ctx) {
     if (sh->here(Where::cancel_producer, stage, ctx.instance()))
       sh->fail(std::string(ctx.name()), "handle_cancel", rel::make_ev(next));
@@ -160,6 +186,7 @@ struct Relay {
   SharedPtr sh;
   std::size_t stage = 0;
   std::uint64_t seen = 0;
+  bool started = false;
 
   template <class E>
   void relay(std::span<E> events, sluice::Context<Ev>& ctx) {
@@ -174,18 +201,12 @@ struct Relay {
   void handle_events(std::span<Ev> events, sluice::Context<Ev>& ctx) { relay(events, ctx); }
   void handle_events(std::span<const Ev> events, sluice::Context<Ev>& ctx) { relay(events, ctx); }
   void handle_subscribe(const sluice::SubscribeInfo& info, sluice::Context<Ev>& ctx) {
-    if (sh->here(Where::handle_info, stage, ctx.instance())) {
-      std::lock_guard lock(sh->mutex);
-      sh->waker = ctx.waker();
-    }
+    sh->start(stage, started, ctx);
     if (sh->here(Where::handle_subscribe, stage, ctx.instance()) &&
         info.upstream != sh->sc.producer_side)
       sh->fail(std::string(ctx.name()), "handle_subscribe", rel::make_ev(0));
   }
-  void handle_info(std::any&, sluice::Context<Ev>& ctx) {
-    if (sh->here(Where::handle_info, stage, ctx.instance()))
-      sh->fail(std::string(ctx.name()), "handle_info", rel::make_ev(seen));
-  }
+  void handle_info(std::any& m, sluice::Context<Ev>& ctx) { sh->info(stage, m, seen, ctx); }
   void handle_cancel(const sluice::CancelInfo& info, sluice::Context<Ev>& ctx) {
     if (info.upstream && sh->here(Where::cancel_consumer, stage, ctx.instance()))
       sh->fail(std::string(ctx.name()), "handle_cancel", rel::make_ev(seen));
@@ -199,6 +220,7 @@ struct Sink {
   std::size_t stage = 0;
   std::uint64_t seen = 0;
   bool stopped = false;
+  bool started = false;
 
   template <class E>
   void take(std::span<E> events, sluice::Context<void>& ctx) {
@@ -219,17 +241,11 @@ struct Sink {
   void handle_events(std::span<Ev> events, sluice::Context<void>& ctx) { take(events, ctx); }
   void handle_events(std::span<const Ev> events, sluice::Context<void>& ctx) { take(events, ctx); }
   void handle_subscribe(const sluice::SubscribeInfo&, sluice::Context<void>& ctx) {
-    if (sh->here(Where::handle_info, stage, ctx.instance())) {
-      std::lock_guard lock(sh->mutex);
-      sh->waker = ctx.waker();
-    }
+    sh->start(stage, started, ctx);
     if (sh->here(Where::handle_subscribe, stage, ctx.instance()))
       sh->fail(std::string(ctx.name()), "handle_subscribe", rel::make_ev(0));
   }
-  void handle_info(std::any&, sluice::Context<void>& ctx) {
-    if (sh->here(Where::handle_info, stage, ctx.instance()))
-      sh->fail(std::string(ctx.name()), "handle_info", rel::make_ev(seen));
-  }
+  void handle_info(std::any& m, sluice::Context<void>& ctx) { sh->info(stage, m, seen, ctx); }
   void handle_cancel(const sluice::CancelInfo& info, sluice::Context<void>& ctx) {
     if (info.upstream && sh->here(Where::cancel_consumer, stage, ctx.instance()))
       sh->fail(std::string(ctx.name()), "handle_cancel", rel::make_ev(seen));
@@ -370,6 +386,9 @@ Scenario make_scenario(std::uint64_t seed) {
     g.stages[0].buffer_size = e.uniform<std::int64_t>(16, 115);
   }
   s.expected_instance = g.instance_name(s.target, 0);
+  // Drawn last, so that the draws above (and the graphs of seeds recorded before) stay the same.
+  s.ticking = e.chance(0.3);
+  s.by_timer = s.where == Where::handle_info && e.chance(0.5);
   return s;
 }
 
@@ -519,7 +538,7 @@ void check_error(const Scenario& s, Shared& sh, sluice::Run& run) {
 /// handle_info's fault needs a message: sent from the test thread once the sinks have seen
 /// `at` events (and the target has started).
 bool send_info_when_due(const Scenario& s, Shared& sh, sluice::Run& run) {
-  if (s.where != Where::handle_info) return true;
+  if (s.where != Where::handle_info || s.by_timer) return true;  // (a timer's: the stage's own)
   std::optional<sluice::Waker> w;
   const bool ok = rel::await(
       run,
