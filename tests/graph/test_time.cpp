@@ -67,12 +67,14 @@ TEST_CASE("a fused group's host keeps its timers: a periodic flush after a map")
       held.insert(held.end(), events.begin(), events.end());
     }
     void handle_info(std::any&, sluice::Context<void>& ctx) {
-      std::string s = std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                         ctx.now().time_since_epoch())
-                                         .count()) +
-                      "ms:";
-      for (int x : held)
-        s += " " + std::to_string(x);
+      std::string s = std::to_string(
+          std::chrono::duration_cast<std::chrono::milliseconds>(ctx.now().time_since_epoch())
+              .count());
+      s += "ms:";  // appended piece by piece: GCC 12 warns (-Wrestrict) on " " + std::string
+      for (int x : held) {
+        s += ' ';
+        s += std::to_string(x);
+      }
       flushed->push_back(s);
       held.clear();
     }

@@ -26,6 +26,8 @@ struct Finding {
     outstanding,  ///< the consumer asked and waits for the producer (see the producer's finding)
     zero_demand,  ///< the consumer asks for nothing more (manual demand not asked, or it is
                   ///< done), so the producer sends nothing on this edge
+    restarted,    ///< the stage failed and was restarted (StageOptions::restart): how often, the
+                  ///< last reason; a stage that keeps failing shows here before it escalates
   };
   Kind kind;
   std::string stage;     ///< the stage (instance) the finding is about; for an edge, the producer
@@ -153,8 +155,16 @@ inline Diagnosis diagnose(const Metrics& m) {
   std::unordered_map<std::string, const StageMetrics*> by_name;
   for (auto& s : m.stages)
     by_name.emplace(s.name, &s);
-  for (auto& s : m.stages)
+  for (auto& s : m.stages) {
+    if (s.restarts > 0)
+      d.findings.push_back(
+          {Finding::Kind::restarted,
+           s.name,
+           {},
+           "stage " + detail::quoted(s.name) + " was restarted " + std::to_string(s.restarts) +
+               " time" + (s.restarts == 1 ? "" : "s") + ", last after: " + s.last_restart_reason});
     if (!s.finished && s.kind != StageKind::consumer) detail::diagnose_stage(s, d.findings);
+  }
   for (auto& e : m.edges)
     detail::diagnose_edge(e, by_name, d.findings);
   return d;

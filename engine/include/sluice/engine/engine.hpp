@@ -69,6 +69,24 @@ class Engine {
             owner_};
   }
 
+  /// Gives a declared stage a restart policy (the builder's StageOptions::restart, max_restarts
+  /// and restart_window; engine/DESIGN.md 12). Throws option_error, naming the stage and the
+  /// option, for numbers out of range or a handler that cannot be remade.
+  template <class In, class Out>
+  void supervise(StageRef<In, Out> stage, RestartOptions policy) {
+    if (stage.owner() != owner_ || stage.id() >= plan_.stages.size())
+      throw option_error("supervise: a StageRef of another engine");
+    auto& s = plan_.stages[stage.id()];
+    const auto before = s.restart;
+    s.restart = policy;
+    auto found = detail::stage_problems(s, [](const std::string&) { return false; });
+    if (!found.empty()) {
+      s.restart = before;
+      detail::throw_first(found);
+    }
+    validated_ = false;
+  }
+
   /// Subscribes every instance of `consumer` to every instance of `producer` (for a partition
   /// dispatcher without an explicit partition, consumer instance i takes partition i).
   template <class CIn, class COut, class PIn, class POut>

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <type_traits>
 
 #include <sluice/engine/context.hpp>
 
@@ -72,6 +73,18 @@ concept HandlesDiscarded = requires(H& h, std::span<Out> s) {
 template <class H>
 concept DiscardsHeld = requires(H& h) {
   { h.discard_held() } -> std::convertible_to<std::uint64_t>;
+};
+
+/// Its handler can be remade when the stage restarts (StageOptions::restart): a copy of the
+/// handler the stage was declared with replaces the failed one, so it is copyable and moves
+/// without throwing; a handler whose state belongs to something outside the run (a push
+/// source's or a stream's queue, which the application holds) says `static constexpr bool
+/// restartable = false`. A restarted handler starts from its state as declared (a generator
+/// from its first value), as an OTP process restarts from init.
+template <class H>
+concept Restartable =
+    std::is_copy_constructible_v<H> && std::is_nothrow_move_constructible_v<H> && !requires {
+  requires !H::restartable;
 };
 
 }  // namespace sluice::handler

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include <sluice/engine/options.hpp>
+#include <sluice/engine/time.hpp>
 
 namespace sluice {
 
@@ -28,6 +29,11 @@ struct StageMetrics {
   bool finished = false;
   /// Once finished: why ("normal", "shutdown" or the error message).
   std::string stop_reason;
+  /// Times it was restarted (StageOptions::restart), the last restart's reason and when it was
+  /// (on the run's clock).
+  std::uint64_t restarts = 0;
+  std::string last_restart_reason;
+  TimePoint last_restart_at{};
 };
 
 /// One subscription (edge).

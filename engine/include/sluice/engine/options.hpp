@@ -12,6 +12,7 @@
 #include <utility>
 
 #include <sluice/engine/errors.hpp>
+#include <sluice/engine/time.hpp>
 
 namespace sluice {
 
@@ -109,6 +110,25 @@ struct ProducerOptions {
   /// have no subscriber when the run starts, and it keeps running when its last subscriber
   /// leaves (otherwise it stops then). Run::drain or Run::cancel ends it.
   bool dynamic = false;
+};
+
+/// Whether a stage instance that fails is restarted with a fresh handler (OTP's restart values;
+/// engine/DESIGN.md 12).
+enum class Restart {
+  never,       ///< a failure stops it, as it always has (OTP `temporary`)
+  on_failure,  ///< restarted after a failure: an exception from a callback, or a stop with an
+               ///< error reason (OTP `transient`)
+  always,      ///< also after it stops itself normally while it still has an input open (a
+               ///< producer_consumer or consumer: a source that finishes is done; OTP `permanent`)
+};
+
+/// A stage's restart policy: which failures restart it, and how many restarts within a window of
+/// the run's clock it may have before the next failure escalates as if it had no policy (OTP's
+/// intensity and period).
+struct RestartOptions {
+  Restart restart = Restart::never;
+  int max_restarts = 3;
+  Duration restart_window = std::chrono::seconds(5);
 };
 
 /// How a run executes.

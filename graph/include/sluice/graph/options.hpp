@@ -34,11 +34,22 @@ struct StageOptions {
   /// them; metrics, errors and DOT still name each stage. False keeps this stage in a cell of
   /// its own (as a member or as the consumer hosting them).
   bool fuse = true;
+  // ---- supervision (engine/DESIGN.md 12) ----
+  /// Restart an instance that fails with a fresh copy of its handler, keeping its subscriptions
+  /// on both sides (OTP's transient: on_failure; permanent: always, which also restarts a
+  /// stage that stops itself normally while an input is open). What the failed call held is
+  /// counted as lost.
+  Restart restart = Restart::never;
+  /// Restarts allowed within restart_window of the run's clock; the next failure escalates as
+  /// if there were no policy (OTP's intensity and period).
+  int max_restarts = 3;
+  Duration restart_window = std::chrono::seconds(5);
 
   SubscriptionOptions subscription() const {
     return {max_demand, min_demand, cancel, partition, demand, selector};
   }
   ProducerOptions producer() const { return {buffer_size, buffer_keep, demand_mode, dynamic}; }
+  RestartOptions restart_options() const { return {restart, max_restarts, restart_window}; }
 };
 
 }  // namespace sluice

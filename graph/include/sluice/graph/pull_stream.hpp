@@ -136,6 +136,8 @@ using Ender = LastHolder<State, &State::end>;
 ///    failed or was cancelled: handle_terminate), never when only one subscription ends.
 template <class T>
 struct StreamSink {
+  /// Its queue and its end belong to the reader's range: no restart (handler.hpp).
+  static constexpr bool restartable = false;
   std::shared_ptr<StreamState<T>> state;
   std::shared_ptr<const Ender<StreamState<T>>> keeper;
   StreamSink(std::shared_ptr<StreamState<T>> s, std::shared_ptr<const Ender<StreamState<T>>> k)

@@ -179,6 +179,8 @@ using Closer = LastHolder<State, &State::close>;
 /// waiting for ever.
 template <class T>
 struct PushSource {
+  /// Its queue and its close belong to the application's handle: no restart (handler.hpp).
+  static constexpr bool restartable = false;
   std::shared_ptr<PushState<T>> state;
   std::shared_ptr<const Closer<PushState<T>>> keeper;
   std::size_t demand = 0;  // demand not served yet

@@ -189,6 +189,9 @@ class Stage {
     if (options.demand_mode != DemandMode::forward) not_here("demand_mode");
     if (options.dynamic) not_here("dynamic");
     if (!options.fuse) not_here("fuse");
+    if (options.restart != Restart::never) not_here("restart");
+    if (options.max_restarts != 3) not_here("max_restarts");
+    if (options.restart_window != std::chrono::seconds(5)) not_here("restart_window");
     if (n.function_handler && options.demand == DemandControl::manual)
       n.problem("demand", where + function_cannot_ask(n.stage.kind, n.what));
     detail::link<In>(*graph_, producer.id(), id_, options.subscription());

@@ -121,12 +121,13 @@ inline std::vector<std::size_t> downstream_first(
 
 /// The groups of `plan` (engine/DESIGN.md 10, steps 1-4), found from the sinks upward:
 /// 1. A host is a consumer or a producer_consumer with one instance and one subscription,
-///    demand automatic, that may be fused (StageOptions::fuse).
+///    demand automatic, that may be fused (StageOptions::fuse) and has no restart policy (a
+///    restart replaces one stage's handler; engine/DESIGN.md 12).
 /// 2. Walking up from it, each producer joins as a member while it is a function stage (map,
 ///    filter, flat_map) with one instance, one subscription and one subscriber (the stage
-///    below it), a demand dispatcher, not dynamic, that may be fused, and not already in a
-///    group, whose own subscription is permanent and whose subscriber's to it is not
-///    temporary; under a producer_consumer host, only while it keeps the host's input type.
+///    below it), a demand dispatcher, not dynamic, that may be fused, has no restart policy,
+///    and not already in a group, whose own subscription is permanent and whose subscriber's to it
+///    is not temporary; under a producer_consumer host, only while it keeps the host's input type.
 /// 3. The head's own producer does not share its batches (a broadcast's consumers read shared
 ///    events in place: a head must own its input). A group has at least one member.
 /// 4. Hosts are taken downstream first, so a function stage joins the longest group it can.
@@ -145,7 +146,8 @@ inline std::vector<GroupShape> fusion_groups(const Plan& plan) {
   auto member = [&](std::size_t s, const StagePlan& host) {
     const auto& st = plan.stages[s];
     if (used[s] || !st.fuse || !st.demand_dispatcher || st.instances != 1 || !st.cells->fusible() ||
-        st.producer.dynamic || outs[s].size() != 1 || !one_input(s))
+        st.producer.dynamic || outs[s].size() != 1 || !one_input(s) ||
+        st.restart.restart != Restart::never)
       return false;
     if (host.kind == StageKind::producer_consumer && (st.in != host.in || st.out != host.in))
       return false;
@@ -162,7 +164,7 @@ inline std::vector<GroupShape> fusion_groups(const Plan& plan) {
   for (const auto h : downstream_first(plan, ins, outs)) {
     const auto& host = plan.stages[h];
     if (used[h] || host.kind == StageKind::producer || !host.fuse || host.instances != 1 ||
-        !host.cells->can_host() || !one_input(h))
+        !host.cells->can_host() || !one_input(h) || host.restart.restart != Restart::never)
       continue;
     GroupShape g;
     g.stages.push_back(h);

@@ -51,6 +51,8 @@ class CellFactory {
   virtual bool fusible() const noexcept { return false; }
   /// A consumer or a producer_consumer: it may host a fused group.
   virtual bool can_host() const noexcept { return false; }
+  /// Its handler can be remade for a restart (engine/DESIGN.md 12): handler::Restartable.
+  virtual bool restartable() const noexcept { return false; }
   /// As a member: its step, in front of `next` (a FusedStep of its output type).
   virtual std::unique_ptr<FusedStepBase> member_step(const StagePlan& stage,
                                                      std::unique_ptr<FusedStepBase> next) const;
@@ -84,6 +86,8 @@ struct StagePlan {
   bool demand_dispatcher = false;
   /// In a run: the stage whose cell runs it (a member of a fused group), if any.
   std::optional<std::size_t> fused_into;
+  /// When an instance that fails is restarted (engine/DESIGN.md 12).
+  RestartOptions restart;
 };
 
 /// Gives `stage` (whose events are `Event`s) the dispatchers `factory` makes, and makes the one
@@ -151,23 +155,25 @@ std::unique_ptr<Dispatcher<EventOf<Out>>> instance_dispatcher(const StagePlan& s
 template <class In, class Out, class Handler>
 class HandlerCells final : public CellFactory {
  public:
-  explicit HandlerCells(Handler handler) : handler_(std::move(handler)) {}
+  explicit HandlerCells(Handler handler)
+      : handler_(std::make_shared<const Handler>(std::move(handler))) {}
 
   bool fusible() const noexcept override {
     return !std::is_void_v<In> && !std::is_void_v<Out> && FusibleHandler<Handler>;
   }
   bool can_host() const noexcept override { return !std::is_void_v<In>; }
+  bool restartable() const noexcept override { return handler::Restartable<Handler>; }
   std::unique_ptr<FusedStepBase> member_step(const StagePlan& stage,
                                              std::unique_ptr<FusedStepBase> next) const override {
     if constexpr (!std::is_void_v<In> && !std::is_void_v<Out> && FusibleHandler<Handler>)
-      return std::make_unique<FunctionStep<In, Out, Handler>>(stage.name, handler_,
+      return std::make_unique<FunctionStep<In, Out, Handler>>(stage.name, *handler_,
                                                               std::move(next));
     else
       return CellFactory::member_step(stage, std::move(next));
   }
   std::unique_ptr<FusedStepBase> host_step(std::int64_t chunk) const override {
     if constexpr (!std::is_void_v<In>)
-      return std::make_unique<HostStep<In, Out, Handler>>(handler_, chunk);
+      return std::make_unique<HostStep<In, Out, Handler>>(*handler_, chunk);
     else
       return CellFactory::host_step(chunk);
   }
@@ -177,16 +183,20 @@ class HandlerCells final : public CellFactory {
   std::vector<std::unique_ptr<CellBase>> make(RunCore& core, const StagePlan& stage,
                                               std::uint32_t first) const override {
     std::vector<std::unique_ptr<CellBase>> cells;
-    for (std::size_t i = 0; i < stage.instances; ++i)
-      cells.push_back(std::make_unique<Cell<In, Out, Handler>>(
+    for (std::size_t i = 0; i < stage.instances; ++i) {
+      auto cell = std::make_unique<Cell<In, Out, Handler>>(
           core, instance_name(stage.name, stage.instances, i), i,
-          static_cast<std::uint32_t>(first + i), handler_, stage.producer,
-          instance_dispatcher<Out>(stage)));
+          static_cast<std::uint32_t>(first + i), *handler_, stage.producer,
+          instance_dispatcher<Out>(stage));
+      if constexpr (handler::Restartable<Handler>)
+        if (stage.restart.restart != Restart::never) cell->supervise(stage.restart, handler_);
+      cells.push_back(std::move(cell));
+    }
     return cells;
   }
 
  private:
-  Handler handler_;
+  std::shared_ptr<const Handler> handler_;  // each instance's copy, and a restart's, from it
 };
 
 /// A stage's plan for `handler` (its handler's callbacks checked by the caller; the type rules

@@ -126,6 +126,19 @@ std::vector<Problem> stage_problems(const StagePlan& s, Taken&& taken) {
     add("demand_mode", ": only producers have a demand mode");
   if (s.kind == StageKind::consumer && o.dynamic)
     add("dynamic", ": a consumer has no output to attach to");
+  const auto& r = s.restart;
+  if (r.max_restarts < 0)
+    add("max_restarts", " must be at least 0, got: " + std::to_string(r.max_restarts));
+  else if (r.max_restarts == 0 && r.restart != Restart::never)
+    add("max_restarts", " is 0: option restart would allow no restart (leave restart at never)");
+  if (r.restart_window <= Duration::zero())
+    add("restart_window",
+        " must be positive, got: " + std::to_string(r.restart_window.count()) + " ns");
+  if (r.restart != Restart::never && s.cells && !s.cells->restartable())
+    add("restart",
+        ": this stage's handler cannot be remade (a push source or a stream, whose "
+        "queue the application holds; or a handler that is not copyable or whose "
+        "move may throw)");
   return found;
 }
 

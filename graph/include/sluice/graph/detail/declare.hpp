@@ -28,6 +28,7 @@ std::size_t add_stage(GraphData& g, std::string name, StageKind kind, std::strin
   if constexpr (!std::is_void_v<Out>) dispatcher = demand_dispatcher<Out>();
   n.stage = make_stage_plan<In, Out>(std::move(name), kind, options.instances, options.producer(),
                                      std::move(handler), std::move(dispatcher), said);
+  n.stage.restart = options.restart_options();
   n.what = std::move(what);
   n.options = std::move(options);
   if (!said.empty()) n.problem("dispatcher", "stage '" + n.stage.name + "': " + said);

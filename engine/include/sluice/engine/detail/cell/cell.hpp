@@ -1,8 +1,10 @@
 #pragma once
 
 #include <any>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -29,6 +31,8 @@ struct FinishMarker {};
 /// The consumer side of a producer: no subscriptions, so each of its steps does nothing.
 struct NoConsumerSide {
   void start_subscriptions() {}
+  void resubscribe_subscriptions() {}
+  bool has_open_input() const noexcept { return false; }
   bool poll_inputs(std::size_t /*budget*/) { return false; }
   bool settle_cancel() { return false; }
   void cancel_inputs(const Reason&) {}
@@ -51,6 +55,9 @@ struct NoProducerSide {
   void end_all(const Reason&) noexcept {}
   void end_late_subscribers() noexcept {}
   void publish_output_gauges() {}
+  std::uint64_t drop_buffer() { return 0; }
+  void resubscribe_subscribers() {}
+  void restore_demand() {}
 };
 
 /// One instance of a stage. `In` is void for a producer, `Out` void for a consumer.
@@ -82,6 +89,13 @@ class Cell final : public CellBase,
     if constexpr (has_out)
       if (const auto size = buffer_size(options, has_in); size != infinity)
         buffer_capacity_ = static_cast<std::uint64_t>(size);
+  }
+
+  /// Gives this instance a restart policy and the handler a restart copies (HandlerCells::make;
+  /// engine/DESIGN.md 12). Before the run starts.
+  void supervise(RestartOptions policy, std::shared_ptr<const Handler> prototype) {
+    restart_ = policy;
+    prototype_ = std::move(prototype);
   }
 
   // ---- wiring, before the run starts (the sides' InPort and OutPort) --------------------------
@@ -192,10 +206,19 @@ class Cell final : public CellBase,
   /// Runs a handler callback `f(ctx)`, then dispatches what it emitted at once (GenStage
   /// dispatches a callback's events when it returns, before anything else happens), then
   /// settles the rest.
+  /// A callback that throws fails the stage (fail, once the exception has unwound to the
+  /// quantum), unless the stage restarts (engine/DESIGN.md 12): then the call returns here as if
+  /// the callback had, and the caller goes on with the new handler.
   template <class F>
   void invoke(F&& f) {
     auto ctx = context();
-    f(ctx);
+    try {
+      f(ctx);
+    } catch (...) {
+      if (!prototype_) throw;
+      handler_failed(std::current_exception());
+      return;
+    }
     after_callback();
   }
   void after_callback() {
@@ -278,6 +301,10 @@ class Cell final : public CellBase,
   void carry_out_stop() {
     Reason r = std::move(*stop_request_);
     stop_request_.reset();
+    if (!cascading_ && may_restart(r)) {  // the stage stopped itself: its policy may restart it
+      restart(std::move(r));
+      return;
+    }
     if (r.is_error() && !cascading_) {  // the stage itself chose to stop with an error
       run_.record_error(std::make_exception_ptr(stage_error(name_, "stopped: " + r.message)));
       run_.log(LogLevel::error, "stage '" + name_ + "' stopped: " + r.message);
@@ -348,6 +375,95 @@ class Cell final : public CellBase,
           break;
       }
       settle();
+    }
+  }
+
+  // ---- restarts (engine/DESIGN.md 12) -----------------------------------------------------------
+
+  static std::string what_of(const std::exception_ptr& e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      return x.what();
+    } catch (...) {
+      return "unknown exception";
+    }
+  }
+
+  /// A callback of a stage with a restart policy threw (inside invoke's catch).
+  void handler_failed(std::exception_ptr e) {
+    if (restarting_) {  // the new handler failed while restarting: restart() goes round again
+      if (!failed_again_) failed_again_ = std::move(e);
+      return;
+    }
+    auto reason = Reason::error(what_of(e));
+    if (!may_restart(reason)) std::rethrow_exception(e);  // escalates: fail(), as without one
+    restart(std::move(reason));
+  }
+
+  /// Step 1: the policy covers this stop (a failure, or with `always` a normal stop while an
+  /// input is open, not a source's), and the restarts within the window leave room for one more.
+  bool may_restart(const Reason& reason) {
+    if (!prototype_ || phase_ >= Phase::stopping || run_.cancel_requested()) return false;
+    if (!reason.is_error() && (restart_.restart != Restart::always || !this->has_open_input()))
+      return false;
+    const auto now = run_.clock().now();
+    while (!restarts_at_.empty() && now - restarts_at_.front() >= restart_.restart_window)
+      restarts_at_.pop_front();
+    return restarts_at_.size() < static_cast<std::size_t>(restart_.max_restarts);
+  }
+
+  /// Steps 2-7: the failed instance's handler replaced by a fresh copy, its subscriptions kept.
+  /// A failure of the new handler in steps 5-6 goes round again (step 1 decides), so a handler
+  /// that always fails escalates once the intensity is spent.
+  void restart(Reason reason) {
+    if constexpr (handler::Restartable<Handler>) restart_as(std::move(reason));
+  }
+  void restart_as(Reason reason) {
+    restarting_ = true;
+    struct Reset {
+      bool& b;
+      ~Reset() { b = false; }
+    } reset{restarting_};
+    for (;;) {
+      const auto now = run_.clock().now();
+      restarts_at_.push_back(now);
+      Handler fresh(*prototype_);  // may throw (memory): the stage then fails
+      std::uint64_t lost = std::exchange(inputs_in_call_, 0);  // 2: the failed call's inputs
+      if constexpr (has_out) {
+        auto& staged = this->out_.staged();
+        if (lost == 0) lost = staged.size();  // what a call without inputs emitted
+        staged.clear();                       // (a handle_events call's: its inputs count)
+        lost += this->drop_buffer();
+      }
+      lost_.add(lost);
+      if constexpr (handler::HandlesTerminate<Handler>) {  // 3
+        try {
+          handler_.handle_terminate(reason);
+        } catch (...) {  // the old instance is gone regardless
+        }
+      }
+      cancel_timers();
+      std::destroy_at(&handler_);  // 4 (Restartable: the move does not throw)
+      std::construct_at(&handler_, std::move(fresh));
+      const auto said = reason.is_error() ? reason.message : std::string("normal");
+      record_restart(said, now);
+      run_.log(LogLevel::warning,
+               "stage '" + name_ + "' instance " + std::to_string(instance_) + " restarted (" +
+                   std::to_string(restarts_at_.size()) + " of at most " +
+                   std::to_string(restart_.max_restarts) + " within " +
+                   std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      restart_.restart_window)
+                                      .count()) +
+                   " ms) after: " + said);
+      failed_again_ = nullptr;
+      this->resubscribe_subscriptions();  // 5
+      this->resubscribe_subscribers();
+      if (!failed_again_) this->restore_demand();  // 6
+      if (!failed_again_) return;
+      auto e = std::exchange(failed_again_, nullptr);
+      reason = Reason::error(what_of(e));
+      if (!may_restart(reason)) std::rethrow_exception(e);  // 7: escalates
     }
   }
 
@@ -430,6 +546,14 @@ class Cell final : public CellBase,
   bool cascading_ = false;   // the stop comes from a cancel mode, not from the stage itself
   bool settling_ = false;    // settle() is on the stack: an inner call returns at once
   bool in_message_ = false;  // handling an inbound message: stop and cancel wait for its end
+  // Restarts (engine/DESIGN.md 12): the policy, the handler a restart copies (null: none), when
+  // the restarts within the window were, and the inputs of the handle_events call under way.
+  RestartOptions restart_;
+  std::shared_ptr<const Handler> prototype_;
+  std::deque<TimePoint> restarts_at_;
+  std::uint64_t inputs_in_call_ = 0;
+  bool restarting_ = false;
+  std::exception_ptr failed_again_;
 };
 
 }  // namespace sluice::detail

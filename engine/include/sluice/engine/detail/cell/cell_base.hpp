@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -184,6 +185,12 @@ class CellBase : public Schedulable, public CellControl {
     m.buffer_capacity = buffer_capacity_;
     m.accumulating = accumulating_.get() != 0;
     m.busy_seconds = static_cast<double>(busy_ns_.get()) * 1e-9;
+    m.restarts = restarts_.get();
+    if (m.restarts > 0) {
+      std::lock_guard lock(restart_mutex_);
+      m.last_restart_reason = last_restart_reason_;
+      m.last_restart_at = last_restart_at_;
+    }
     // Acquire pairs with the release in mark_finished: stop_reason_ is then complete.
     m.finished = finished_.load(std::memory_order_acquire);
     if (m.finished) {
@@ -225,6 +232,17 @@ class CellBase : public Schedulable, public CellControl {
     busy_ns_.add(static_cast<std::uint64_t>(ns) * weight);
   }
 
+  /// A restart (engine/DESIGN.md 12, step 4): counted, its reason and time kept for metrics().
+  /// The mutex is taken here and by metrics(), never on the event path.
+  void record_restart(const std::string& reason, TimePoint at) {
+    {
+      std::lock_guard lock(restart_mutex_);
+      last_restart_reason_ = reason;
+      last_restart_at_ = at;
+    }
+    restarts_.add(1);
+  }
+
   void mark_finished(const Reason& reason) {
     stop_reason_ = reason;
     finished_.store(true, std::memory_order_release);  // pairs with the acquires in metrics()
@@ -260,7 +278,11 @@ class CellBase : public Schedulable, public CellControl {
   MpmcQueue<ExternalCommand> external_{8};
   std::shared_ptr<WakeTarget> wake_target_;  // made by the owner thread, read at the run's end
   Timers timers_;
-  std::atomic<bool> timers_due_{false};  // set by the timer service (timer_service.hpp, H2)
+  std::atomic<bool> timers_due_{false};
+  OwnedCounter<std::uint64_t> restarts_;
+  mutable std::mutex restart_mutex_;  // the last restart's reason and time (record_restart)
+  std::string last_restart_reason_;
+  TimePoint last_restart_at_{};  // set by the timer service (timer_service.hpp, H2)
 };
 
 }  // namespace sluice::detail

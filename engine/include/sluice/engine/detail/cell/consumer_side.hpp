@@ -56,6 +56,21 @@ class ConsumerSide : public InPort<In> {
     }
   }
 
+  /// A restart's step 5 (engine/DESIGN.md 12): the new handler hears of each open subscription;
+  /// nothing is asked, since what was asked is still outstanding.
+  void resubscribe_subscriptions() {
+    auto& c = self();
+    if constexpr (handler::HandlesSubscribe<typename C::handler_type, typename C::output_type>) {
+      for (SubscriptionId id = 0; id < in_.size() && c.phase_ < Phase::stopping; ++id) {
+        auto& s = in_[id];
+        if (!s.open) continue;
+        const SubscribeInfo info{true, id, 0, s.producer, s.options};
+        c.invoke([&](auto& ctx) { c.handler_.handle_subscribe(info, ctx); });
+      }
+    }
+  }
+  bool has_open_input() const noexcept { return in_.open() > 0; }
+
   void ask_upstream(typename Inbound<In>::Subscription& s, std::int64_t n) {
     s.edge->ask(n);
     self().run_.notify(s.edge->producer_cell());
@@ -130,6 +145,11 @@ class ConsumerSide : public InPort<In> {
     using H = typename C::handler_type;
     using Out = typename C::output_type;
     c.events_in_.add(events.size());
+    c.inputs_in_call_ = events.size();  // a restart counts them as lost (engine/DESIGN.md 12)
+    struct Reset {
+      std::uint64_t& n;
+      ~Reset() { n = 0; }
+    } reset{c.inputs_in_call_};
     if constexpr (std::is_const_v<E> && !handler::ConsumesConst<H, In, Out>) {
       // Refused when the subscription was declared (Engine::subscribe); kept as a guard.
       throw stage_error(c.name_,

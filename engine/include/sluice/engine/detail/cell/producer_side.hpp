@@ -83,6 +83,7 @@ class ProducerSide : public OutPort<Out> {
   std::int64_t downstream_demand_ = 0;  // producer_consumer: asked of it and not yet sent
   std::int64_t replacements_ = 0;       // producer: demand met by events that met no demand
   std::uint64_t unasked_seen_ = 0;      // Outbox::filtered and unasked, in all
+  std::int64_t handler_owes_ = 0;       // producer: asked of handle_demand, not yet emitted
   std::deque<std::pair<SubscriberId, std::size_t>> self_asks_;  // Outbox::ask_on_behalf
 
   C& self() noexcept { return static_cast<C&>(*this); }
@@ -227,6 +228,7 @@ class ProducerSide : public OutPort<Out> {
     } else if (mode_ == DemandMode::accumulate) {
       out_.hold_demand(k);
     } else if (c.phase_ != Phase::draining) {
+      handler_owes_ += k;
       c.invoke([&](auto& ctx) { c.handler_.handle_demand(static_cast<std::size_t>(k), ctx); });
     }
   }
@@ -235,6 +237,9 @@ class ProducerSide : public OutPort<Out> {
   void dispatch_staged() {
     auto& staged = out_.staged();
     if constexpr (is_producer) {
+      // Beyond what it owes, events go to the buffer; a restart asks what is still owed again.
+      handler_owes_ =
+          std::max<std::int64_t>(handler_owes_ - static_cast<std::int64_t>(staged.size()), 0);
       if (mode_ == DemandMode::accumulate) {
         out_.hold(std::span<Out>(staged), dropper());
         staged.clear();
@@ -359,6 +364,37 @@ class ProducerSide : public OutPort<Out> {
         c.lost_.add(static_cast<std::uint64_t>(c.handler_.discard_held()));
       } catch (...) {  // keep stopping
       }
+    }
+  }
+
+  // ---- a restart (engine/DESIGN.md 12) ----------------------------------------------------------
+
+  /// Step 2: what the failed call emitted is discarded, and the buffer with it (GenStage's state
+  /// dies with the process); returns how many events the buffer held. Infos behind them are
+  /// released.
+  std::uint64_t drop_buffer() {
+    const auto n = out_.buffer().size();
+    out_.buffer().clear();
+    out_.buffer().release_passed(release_info());
+    return n;
+  }
+  /// Step 5: the new handler hears of each open subscriber (the dispatcher keeps its state).
+  void resubscribe_subscribers() {
+    auto& c = self();
+    if constexpr (handler::HandlesSubscribe<typename C::handler_type, Out>) {
+      for (SubscriberId id = 0; id < out_.size() && c.phase_ < Phase::stopping; ++id) {
+        if (!out_[id].open) continue;
+        const SubscribeInfo info{false, 0, id, out_[id].consumer, out_[id].options};
+        c.invoke([&](auto& ctx) { c.handler_.handle_subscribe(info, ctx); });
+      }
+    }
+  }
+  /// Step 6: a producer's new handler is asked for what the old one owed (forward mode; a
+  /// draining producer is asked for nothing, as before).
+  void restore_demand() {
+    if constexpr (is_producer) {
+      if (handler_owes_ > 0 && mode_ == DemandMode::forward && self().phase_ == Phase::running)
+        demand_path(std::exchange(handler_owes_, 0));
     }
   }
 
