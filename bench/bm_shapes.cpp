@@ -3,10 +3,12 @@
 //
 // Each iteration runs the whole stream once and checks its result (a wrong sum fails the case);
 // the time is the run's own (manual time: graph building and thread start-up are outside it),
-// items_per_second is events per second (per consumer for a broadcast), and the latency cases
-// add p50_ns and p99_ns counters. Compare an engine with the baselines of the same scenario in the
-// same run, as ratios (the machine is shared and noisy); sluice-bench prints those ratios and
-// each case's own peak RSS, which one process running every case cannot.
+// items_per_second is events per second (per consumer for a broadcast; none for timers_idle),
+// the latency cases add p50_ns and p99_ns counters (the timer cases: lateness), and the timer
+// cases the process's CPU in percent of one core (cpu_percent). Compare an engine with the
+// baselines of the same scenario in the same run, as ratios (the machine is shared and noisy);
+// sluice-bench prints those ratios and each case's own peak RSS, which one process running every
+// case cannot.
 //
 //   bench_shapes [--events=N] [--max_demand=N] [--instances=N] [Google Benchmark flags]
 // for example:
@@ -48,23 +50,32 @@ bool option(std::string_view arg, std::string_view name, I64& out) {
 void run_case(benchmark::State& state, const EngineRun& engine, const Params& params) {
   I64 events = 0;
   Histogram latency;
+  bool has_rate = true;
+  double cpu = 0;
+  int cpu_runs = 0;
   try {
     for (auto _ : state) {
       auto o = engine.run(params);
       state.SetIterationTime(o.seconds);
       events += o.events;
       latency.merge(o.latency);
+      has_rate = has_rate && o.has_rate;
+      if (o.cpu_percent) {
+        cpu += *o.cpu_percent;
+        ++cpu_runs;
+      }
     }
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
     any_failed = true;
     return;
   }
-  state.SetItemsProcessed(events);
+  if (has_rate) state.SetItemsProcessed(events);
   if (!latency.empty()) {
     state.counters["p50_ns"] = latency.percentile(0.5);
     state.counters["p99_ns"] = latency.percentile(0.99);
   }
+  if (cpu_runs > 0) state.counters["cpu_percent"] = cpu / cpu_runs;
 }
 
 }  // namespace

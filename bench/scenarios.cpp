@@ -405,6 +405,8 @@ std::vector<Scenario> scenarios() {
   chain("chain3_unfused", {1, false}, false, nullptr, false);
   chain("chain4_unfused", {1, true}, false, nullptr, false);
   chain("chain8_unfused", {5, true}, false, nullptr, false);
+  for (auto& t : timer_chain_scenarios())
+    all.push_back(std::move(t));
   for (I64 md : {1, 10, 100, 1000, 10000}) {
     const auto name = numbered("handoff_md", md);
     // GenStage has no two-stage reference shape: the closest is gs_linear3, a map more.
@@ -540,6 +542,8 @@ std::vector<Scenario> scenarios() {
                    g = lg.g;
                  },
                  {{"sluice", latency_load}}});
+  for (auto& t : timer_scenarios())
+    all.push_back(std::move(t));
   all.push_back(wordcount_scenario());
   return all;
 }

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,7 +73,12 @@ class Histogram {
 struct Outcome {
   I64 events = 0;  // events delivered (per consumer for a broadcast)
   double seconds = 0;
-  Histogram latency;  // latency scenarios only
+  Histogram latency;  // latency scenarios only (the timer scenarios': lateness)
+  /// The process's CPU time over the measured interval, in percent of one core (the timer
+  /// scenarios only).
+  std::optional<double> cpu_percent = std::nullopt;
+  /// False: events / seconds is no rate (timers_idle: events are the timers pending).
+  bool has_rate = true;
 };
 
 struct EngineRun {
@@ -105,6 +111,11 @@ Outcome timed(I64 events, F&& f) {
 
 /// The wordcount scenario (wordcount.cpp).
 Scenario wordcount_scenario();
+
+/// chain4_timer and chain4_timer_unfused (timers.cpp): chain4 with timers held.
+std::vector<Scenario> timer_chain_scenarios();
+/// timers_lone, timers_fire and timers_idle (timers.cpp): timers firing, and pending.
+std::vector<Scenario> timer_scenarios();
 
 /// Every scenario, in the order sluice-bench lists and runs them.
 std::vector<Scenario> scenarios();

@@ -42,12 +42,25 @@ struct Measured {
   std::optional<double> events_per_second;
   std::optional<std::uint64_t> peak_rss_bytes;
   std::optional<double> p50_ns, p99_ns;
+  std::optional<double> cpu_percent;  // of one core (the timer scenarios)
   std::string error;
 };
 
-/// Runs `er` `repetitions` times in a child process; the median rate is reported.
+/// The median of `v`; none if it is empty.
+std::optional<double> median(std::vector<double> v) {
+  if (v.empty()) return std::nullopt;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+/// `v`, or "-" for none (a field of the child's line).
+std::string field(const std::optional<double>& v) {
+  return v ? std::to_string(*v) : std::string("-");
+}
+
+/// Runs `er` `repetitions` times in a child process; the median rate (and CPU) is reported.
 Measured measure(const Scenario& s, const EngineRun& er, const Params& p) {
-  Measured m{s.name, er.engine, 0, {}, {}, {}, {}, {}};
+  Measured m{s.name, er.engine, 0, {}, {}, {}, {}, {}, {}};
   int fd[2];
   if (pipe(fd) != 0) throw std::runtime_error("pipe failed");
   std::fflush(nullptr);
@@ -57,13 +70,14 @@ Measured measure(const Scenario& s, const EngineRun& er, const Params& p) {
     close(fd[0]);
     std::ostringstream out;
     try {
-      std::vector<double> rates;
+      std::vector<double> rates, cpu;
       Histogram latencies;
       I64 events = 0;
       for (int r = 0; r < p.repetitions; ++r) {
         auto o = er.run(p);
         events = o.events;
-        rates.push_back(double(o.events) / o.seconds);
+        if (o.has_rate) rates.push_back(double(o.events) / o.seconds);
+        if (o.cpu_percent) cpu.push_back(*o.cpu_percent);
         latencies.merge(o.latency);
       }
       // The peak RSS of this process, or of its largest child (the genstage engine's VM) if
@@ -71,11 +85,15 @@ Measured measure(const Scenario& s, const EngineRun& er, const Params& p) {
       rusage self{}, children{};
       getrusage(RUSAGE_SELF, &self);
       getrusage(RUSAGE_CHILDREN, &children);
-      std::sort(rates.begin(), rates.end());
-      out << "ok " << events << ' ' << rates[rates.size() / 2] << ' '
-          << static_cast<std::uint64_t>(std::max(self.ru_maxrss, children.ru_maxrss)) * 1024;
-      if (!latencies.empty())
-        out << ' ' << latencies.percentile(0.5) << ' ' << latencies.percentile(0.99);
+      std::optional<double> p50, p99;
+      if (!latencies.empty()) {
+        p50 = latencies.percentile(0.5);
+        p99 = latencies.percentile(0.99);
+      }
+      // ok EVENTS RATE RSS P50 P99 CPU, "-" for what was not measured.
+      out << "ok " << events << ' ' << field(median(rates)) << ' '
+          << static_cast<std::uint64_t>(std::max(self.ru_maxrss, children.ru_maxrss)) * 1024 << ' '
+          << field(p50) << ' ' << field(p99) << ' ' << field(median(cpu));
     } catch (const std::exception& e) {
       out << "error " << e.what();
     }
@@ -96,15 +114,20 @@ Measured measure(const Scenario& s, const EngineRun& er, const Params& p) {
   std::string word;
   in >> word;
   if (word == "ok") {
-    double rate = 0, p50 = 0, p99 = 0;
+    auto number = [&in]() -> std::optional<double> {
+      std::string f;
+      in >> f;
+      if (f.empty() || f == "-") return std::nullopt;
+      return std::stod(f);
+    };
     std::uint64_t rss = 0;
-    in >> m.events >> rate >> rss;
-    m.events_per_second = rate;
+    in >> m.events;
+    m.events_per_second = number();
+    in >> rss;
     m.peak_rss_bytes = rss;
-    if (in >> p50 >> p99) {
-      m.p50_ns = p50;
-      m.p99_ns = p99;
-    }
+    m.p50_ns = number();
+    m.p99_ns = number();
+    m.cpu_percent = number();
   } else if (word == "error") {
     std::getline(in, m.error);
     if (!m.error.empty() && m.error.front() == ' ') m.error.erase(0, 1);
@@ -123,9 +146,9 @@ std::string fixed(double v, int decimals) {
   return buf;
 }
 
-std::string json_number(const std::optional<double>& v) {
+std::string json_number(const std::optional<double>& v, int decimals = 1) {
   if (!v || !std::isfinite(*v)) return "null";
-  return fixed(*v, 1);
+  return fixed(*v, decimals);
 }
 
 std::string json_string(const std::string& s) {
@@ -165,7 +188,7 @@ void write_json(const std::string& path, const std::vector<Measured>& results) {
            ", \"peak_rss_bytes\": " +
            (m.peak_rss_bytes ? std::to_string(*m.peak_rss_bytes) : std::string("null")) +
            ", \"p50_ns\": " + json_number(m.p50_ns) + ", \"p99_ns\": " + json_number(m.p99_ns) +
-           ", \"ratio_to\": {";
+           ", \"cpu_percent\": " + json_number(m.cpu_percent, 4) + ", \"ratio_to\": {";
     bool first = true;
     for (auto& [b, r] : ratios(m, results)) {
       out += (first ? "" : ", ") + json_string(b) + ": " + fixed(r, 4);
@@ -191,26 +214,34 @@ std::string short_count(I64 n) {
 }
 
 void print_table(const std::vector<Measured>& results) {
-  std::printf("%-16s %-24s %7s %12s %10s %9s %9s  %s\n", "scenario", "engine", "events",
-              "M events/s", "RSS MiB", "p50 us", "p99 us", "sluice / baseline");
+  std::printf("%-20s %-24s %7s %12s %10s %9s %9s %7s  %s\n", "scenario", "engine", "events",
+              "M events/s", "RSS MiB", "p50 us", "p99 us", "CPU %", "sluice / baseline");
   std::string last;
   for (auto& m : results) {
     if (m.scenario != last && !last.empty()) std::printf("\n");
     last = m.scenario;
     if (!m.error.empty()) {
-      std::printf("%-16s %-24s FAILED: %s\n", m.scenario.c_str(), m.engine.c_str(),
+      std::printf("%-20s %-24s FAILED: %s\n", m.scenario.c_str(), m.engine.c_str(),
                   m.error.c_str());
       continue;
     }
     std::string r;
     for (auto& [b, v] : ratios(m, results))
       r += (r.empty() ? "" : ", ") + b + " " + fixed(v, v < 10 ? 2 : 0) + "x";
-    const double mps = *m.events_per_second / 1e6;
-    std::printf("%-16s %-24s %7s %12s %10s %9s %9s  %s\n", m.scenario.c_str(), m.engine.c_str(),
-                short_count(m.events).c_str(), fixed(mps, mps < 1 ? 3 : 1).c_str(),
+    auto shown = [](const std::optional<double>& v, double scale) {
+      if (!v) return std::string("-");
+      const double x = *v / scale;
+      if (x >= 1) return fixed(x, 1);
+      char buf[32];  // three significant digits: a timer scenario's 0.00102 M/s
+      std::snprintf(buf, sizeof buf, "%.3g", x);
+      return std::string(buf);
+    };
+    std::printf("%-20s %-24s %7s %12s %10s %9s %9s %7s  %s\n", m.scenario.c_str(), m.engine.c_str(),
+                short_count(m.events).c_str(), shown(m.events_per_second, 1e6).c_str(),
                 fixed(double(*m.peak_rss_bytes) / (1 << 20), 1).c_str(),
                 m.p50_ns ? fixed(*m.p50_ns / 1e3, 1).c_str() : "-",
-                m.p99_ns ? fixed(*m.p99_ns / 1e3, 1).c_str() : "-", r.c_str());
+                m.p99_ns ? fixed(*m.p99_ns / 1e3, 1).c_str() : "-", shown(m.cpu_percent, 1).c_str(),
+                r.c_str());
   }
 }
 
@@ -304,7 +335,7 @@ int main(int argc, char** argv) {
     };
     if (list) {
       for (auto& s : all) {
-        std::printf("%-16s %s; engines:", s.name.c_str(), s.what.c_str());
+        std::printf("%-20s %s; engines:", s.name.c_str(), s.what.c_str());
         for (auto& e : s.engines)
           std::printf(" %s", e.engine.c_str());
         std::printf("\n");
