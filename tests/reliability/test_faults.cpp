@@ -68,6 +68,7 @@ struct Scenario {
   std::string expected_instance;  // named by stage_error
   bool ticking = false;           // every class stage keeps a periodic timer (its ticks do nothing)
   bool by_timer = false;          // handle_info: the message comes from the target's own timer
+  bool once = false;              // the fault is thrown once (the target restarts: run_restarted)
 
   const rg::StageSpec& stage(std::size_t i) const { return graph.stages[i]; }
   std::size_t fan() const { return graph.fan_out(); }
@@ -114,7 +115,7 @@ struct Shared {
     throw rel::EventFault(msg, std::move(ev));
   }
   bool here(Where w, std::size_t stage, std::size_t instance) const {
-    return sc.where == w && sc.target == stage && instance == 0;
+    return sc.where == w && sc.target == stage && instance == 0 && !(sc.once && thrown.load() > 0);
   }
 
   /// A timer's message.
@@ -728,6 +729,73 @@ void run_fail_fast_on(const Scenario& s) {
   check_accounting(s, *sh, run.metrics());
 }
 
+// ---- a restart policy on the faulty stage: the fault is absorbed --------------------------------
+
+/// Faults in a class stage's callbacks, behind a fan-out that makes no copies (a broadcast's
+/// copies are reckoned from what its stage emitted in calls that returned, which a restart's
+/// discarded call blurs).
+bool restart_applies(const Scenario& s) {
+  switch (s.where) {
+    case Where::handle_demand:
+    case Where::pc_events:
+    case Where::sink_events:
+    case Where::handle_info:
+    case Where::handle_subscribe:
+      return s.disp() != rg::Dispatch::broadcast;
+    default:
+      return false;
+  }
+}
+
+/// Events the filter stages rejected in calls that returned (check_accounting's reckoning).
+rel::i64 rejected_by_filters(const Scenario& s, const Shared& sh, const sluice::Metrics& m) {
+  rel::i64 n = 0;
+  for (std::size_t i = 1; i <= s.fan(); ++i) {
+    auto& st = s.stage(i);
+    if (st.form != rg::Form::filter) continue;
+    if (st.instances != 1) {
+      n += rel::as_signed(sh.rejected[i].load());
+      continue;
+    }
+    const auto got = received_by(m, st.name);
+    for (std::uint64_t k = 0; k < got && k < sh.kept[i].size(); ++k)
+      n += sh.kept[i][k] == 0 ? 1 : 0;
+  }
+  return n;
+}
+
+/// The faulty stage restarts (StageOptions::restart = on_failure, its one fault thrown once):
+/// the run goes on without an error until it is cancelled, the stage reports one restart, and
+/// produced == delivered + dropped + filtered + undelivered, what the failed call held being
+/// counted as lost (engine/DESIGN.md 12).
+void run_restarted(Scenario s) {
+  s.once = true;
+  s.graph.stages[s.target].restart = sluice::Restart::on_failure;
+  auto sh = std::make_shared<Shared>(s);
+  auto graph = build(s, sh);
+  auto run = graph.run(rel::quiet());
+  if (!send_info_when_due(s, *sh, run)) return rel::abandon(run);
+  auto restarts = [&] {
+    for (auto& st : run.metrics().stages)
+      if (st.name == s.expected_instance) return st.restarts;
+    return std::uint64_t{0};
+  };
+  if (!rel::await(
+          run, [&] { return restarts() > 0 || run.done(); }, "the faulty instance to restart",
+          [&] { return sh->delivered.load(); }))
+    return rel::abandon(run);
+  run.request_cancel();
+  if (!rel::await_done(run)) return;
+  CHECK_NOTHROW(run.wait());  // the fault was absorbed: no error
+  const auto m = run.metrics();
+  CHECK(sh->thrown.load() <= 1);
+  CHECK(restarts() == static_cast<std::uint64_t>(sh->thrown.load()));
+  auto [dropped, filtered] = rel::dropped_and_filtered(m);
+  filtered += rel::as_signed(sh->rejected_by_selectors.load()) + rejected_by_filters(s, *sh, m);
+  rel::check_balance(m, rel::as_signed(sh->produced.load()), 0,
+                     rel::as_signed(sh->delivered.load()), dropped, filtered);
+}
+
 bool fail_fast_off_applies(const Scenario& s) {
   // The handle_cancel faults come from the end of a finite source or a sink stopping itself:
   // other stages may have ended by then, so who stops with what is not a function of the seed.
@@ -755,6 +823,17 @@ TEST_CASE("fault injection: the run ends and names the stage and every event is 
     if (rel::env_number("SLUICE_SLOW") &&
         std::chrono::steady_clock::now() - t0 > std::chrono::seconds(1))
       MESSAGE("slow seed " << seed << "\n" << s.describe());
+  }
+}
+
+TEST_CASE("fault injection with a restart policy: the fault is absorbed and every event counted") {
+  for (auto seed : rel::seeds(0x53u << 20, 400)) {
+    const auto s = make_scenario(seed);
+    if (!restart_applies(s)) continue;
+    CAPTURE(seed);
+    INFO(s.describe());
+    if (rel::env_number("SLUICE_VERBOSE")) MESSAGE(seed << "\n" << s.describe());
+    run_restarted(s);
   }
 }
 

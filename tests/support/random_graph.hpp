@@ -213,6 +213,7 @@ struct StageSpec {
   std::vector<Input> inputs;             // stages and sinks; inputs[0] is declared with the stage
   std::vector<std::size_t> subscribers;  // producers: the stages subscribed to it
   bool mutates = false;                  // handler sinks: takes std::span<E> (a broadcast refuses)
+  sluice::Restart restart = sluice::Restart::never;  // StageOptions::restart (a test sets it)
   // wild:
   bool keep_first = false, accumulate = false, dynamic = false;
   std::optional<Input> stray;  // sources: subscription options where none apply

@@ -86,6 +86,8 @@ class Builder {
     if (s.keep_first) o.buffer_keep = sluice::BufferKeep::first;
     if (s.accumulate) o.demand_mode = sluice::DemandMode::accumulate;
     o.dynamic = s.dynamic;
+    o.restart = s.restart;
+    o.max_restarts = 100;
     return o;
   }
 
