@@ -51,6 +51,9 @@ void TimerService::request(Wake w) {
   requests_.enqueue(std::move(w));
   if (clock_.is_virtual()) return;  // Run::advance collects it
   std::call_once(started_, [this] { thread_ = std::thread([this] { loop(); }); });
+  // H1: the queue's enqueue is a release, which a later load may pass; the fence keeps it
+  // before the load of next_ns_ (it pairs with the fence in loop(), step 1).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (at < next_ns_.load()) {  // H1: the service would sleep past it
     signal_.fetch_add(1);
     futex_wake(signal_);
@@ -98,7 +101,9 @@ void TimerService::wake_due(TimePoint now) {
 ///    step 2 (a request came that step 2 may have missed).
 void TimerService::loop() {
   for (;;) {
-    next_ns_.store(never);             // 1
+    next_ns_.store(never);  // 1
+    // H1: keeps the store before collect()'s reads of the queue (pairs with request()'s fence).
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     const auto seen = signal_.load();  // 2
     if (stopping_.load()) return;
     collect();

@@ -312,7 +312,8 @@ TEST_CASE("does not combine demands when accumulating") {
 }
 
 TEST_CASE("events emitted while accumulating are held, bounded by buffer_size, and replayed") {
-  Fixture f({.buffer_size = 3, .demand_mode = DemandMode::accumulate}, silent(), {.max_demand = 10});
+  Fixture f({.buffer_size = 3, .demand_mode = DemandMode::accumulate}, silent(),
+            {.max_demand = 10});
   f.queue(atoms({"a", "b"}));
   f.queue(atoms({"c", "d"}));  // held: a, b, c, d; the bound 3 drops :a (keep last)
   f.settle();

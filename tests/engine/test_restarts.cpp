@@ -252,7 +252,7 @@ TEST_CASE("a restarted producer's buffer is lost and counted, the infos behind i
   run.run_until_idle();
 }
 
-TEST_CASE("restarts while draining, and none once the run is cancelled") {
+TEST_CASE("restarts while draining, and a cancel stops a stage with a policy for good") {
   SUBCASE("draining") {  // the failure and the drain in one round of the manual run
     Fixture f(-1, flaky(0), {.restart = Restart::on_failure});
     f.run->run_until_idle();
@@ -269,6 +269,67 @@ TEST_CASE("restarts while draining, and none once the run is cancelled") {
     CHECK(f.consumer().stop_reason == "shutdown");
     (void)report;
   }
+}
+
+TEST_CASE("a restart that escalates counts the failed chunk once, on its edge") {
+  // The chunk's failure restarts the stage; the new handler's handle_subscribe fails too, and
+  // with max_restarts 1 that escalates: the chunk is then sent and not received on its edge,
+  // not also lost at the stage.
+  auto fl = flaky(1, "5");
+  fl.subscribe_failures = std::make_shared<int>(0);
+  Log plog, log, warnings;
+  fl.log = &log;
+  struct Arm {
+    Flaky inner;
+    std::shared_ptr<int> arm;
+    void handle_subscribe(const sluice::SubscribeInfo& i, sluice::Context<void>& ctx) {
+      inner.handle_subscribe(i, ctx);
+      if (*arm > 0) *inner.subscribe_failures = std::exchange(*arm, 0);
+    }
+    void handle_events(std::span<Ev> evs, sluice::Context<void>& ctx) {
+      inner.handle_events(evs, ctx);
+    }
+  };
+  sluice::Engine e;
+  auto p = e.producer<Ev>("counter", Counter{&plog, 0, 10}, demand());
+  auto c = e.consumer<Ev>("flaky", Arm{fl, std::make_shared<int>(1)});
+  e.subscribe(c, p, {.max_demand = 4, .min_demand = 2});
+  e.supervise(c, {.restart = Restart::on_failure, .max_restarts = 1});
+  auto run = e.start(manual(&warnings));
+  CHECK_THROWS_WITH_AS(run.wait(), "stage 'flaky': cannot subscribe", sluice::stage_error);
+  const auto m = run.metrics();
+  CHECK(m.stages[1].restarts == 1);
+  CHECK(m.stages[1].lost == 0);
+  CHECK(m.edges[0].sent - m.edges[0].received == m.undelivered());
+  CHECK(m.edges[0].received == 4);  // the two chunks handled before the failure
+}
+
+TEST_CASE("a restart cancels the old handler's timers") {
+  struct Ticking {
+    Log* log;
+    void handle_subscribe(const sluice::SubscribeInfo&, sluice::Context<void>& ctx) {
+      ctx.send_after(10ms, std::string("tick"));
+    }
+    void handle_events(std::span<Ev>, sluice::Context<void>&) {}
+    void handle_info(std::any& m, sluice::Context<void>& ctx) {
+      const auto s = std::any_cast<std::string>(m);
+      if (s == "fail") throw std::runtime_error("told to fail");
+      log->push_back(s + " at " + std::to_string(ctx.now().time_since_epoch().count() / 1000000));
+    }
+  };
+  Log plog, log;
+  sluice::Engine e;
+  auto p = e.producer<Ev>("counter", Counter{&plog, 0, -1, false}, demand());
+  auto c = e.consumer<Ev>("ticking", Ticking{&log});
+  e.subscribe(c, p);
+  e.supervise(c, {.restart = Restart::on_failure});
+  auto run = e.start(manual());
+  run.advance(5ms);
+  run.send_info(c, std::string("fail"));  // the new handler starts its timer at 5 ms
+  run.advance(20ms);
+  CHECK(log == Log{"tick at 15"});  // the old one's, due at 10 ms, went with it
+  run.request_cancel();
+  run.run_until_idle();
 }
 
 TEST_CASE("bad input: restart options are checked before anything runs") {
@@ -289,6 +350,11 @@ TEST_CASE("bad input: restart options are checked before anything runs") {
                        sluice::option_error);
   auto run = e.start(manual());
   run.wait();  // the refused policies left the stage as it was
+  auto m = e.consumer<Ev>("by_hand", Forwarder{&log});
+  e.subscribe(m, p, {.demand = sluice::DemandControl::manual});
+  CHECK_THROWS_WITH_AS(e.supervise(m, {.restart = Restart::on_failure}),
+                       doctest::Contains("option restart: a stage that asks by hand"),
+                       sluice::option_error);
 }
 
 }  // TEST_SUITE("engine.restarts")

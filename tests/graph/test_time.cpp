@@ -13,20 +13,27 @@
 
 using namespace std::chrono_literals;
 
+namespace {
+
+/// A generator taking what the test put in `queue`, or nothing yet.
+auto pop_front_of(std::deque<int>& queue) {
+  return [&queue]() -> std::optional<int> {
+    if (queue.empty()) return std::nullopt;
+    const int x = queue.front();
+    queue.pop_front();
+    return x;
+  };
+}
+
+}  // namespace
+
 TEST_SUITE("graph.time") {
 
 TEST_CASE("from_generator with poll_every: nothing yet is asked again on a timer, not the end") {
   std::deque<int> queue;  // filled by the test between advances (the manual run's thread)
   std::vector<int> out;
   sluice::Graph g;
-  g.source("poll", sluice::from_generator(
-                       [&]() -> std::optional<int> {
-                         if (queue.empty()) return std::nullopt;
-                         const int x = queue.front();
-                         queue.pop_front();
-                         return x;
-                       },
-                       {.poll_every = 10ms}))
+  g.source("poll", sluice::from_generator(pop_front_of(queue), {.poll_every = 10ms}))
       .collect("out", out);
   auto run = g.run({.manual = true});
   run.run_until_idle();
@@ -82,14 +89,7 @@ TEST_CASE("a fused group's host keeps its timers: a periodic flush after a map")
   std::vector<std::string> flushed;
   std::deque<int> queue;
   sluice::Graph g;
-  auto doubled = g.source("in", sluice::from_generator(
-                                    [&]() -> std::optional<int> {
-                                      if (queue.empty()) return std::nullopt;
-                                      const int x = queue.front();
-                                      queue.pop_front();
-                                      return x;
-                                    },
-                                    {.poll_every = 10ms}))
+  auto doubled = g.source("in", sluice::from_generator(pop_front_of(queue), {.poll_every = 10ms}))
                      .map("double", [](int x) { return 2 * x; });
   doubled.to("flush", Flusher{&flushed, {}});
   auto run = g.run({.manual = true});

@@ -80,6 +80,9 @@ class Engine {
     const auto before = s.restart;
     s.restart = policy;
     auto found = detail::stage_problems(s, [](const std::string&) { return false; });
+    for (std::size_t k = 0; k < plan_.subscriptions.size() && found.empty(); ++k)
+      if (plan_.subscriptions[k].consumer == stage.id())
+        found = detail::subscription_problems(plan_, k);  // manual demand refuses a policy
     if (!found.empty()) {
       s.restart = before;
       detail::throw_first(found);

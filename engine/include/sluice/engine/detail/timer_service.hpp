@@ -49,7 +49,10 @@ class RunClock {
 ///             next_ns_ later than its deadline (the service stores it before it sleeps, and
 ///             stores "infinity" while awake) and bumps signal_, so the futex wait, which
 ///             compares signal_ with the value the service read before collecting, returns at
-///             once. All three are seq_cst.
+///             once. next_ns_ and signal_ are seq_cst; the queue's enqueue and dequeue are not,
+///             so a seq_cst fence separates the enqueue from the load of next_ns_ (request),
+///             and the store of "infinity" from the collect (loop): without them each side
+///             could miss the other's write (store buffering).
 ///   H2      : a due flag is written before notify(), whose acq_rel (Schedulable H1) makes it
 ///             visible to the quantum that follows.
 ///   Progress: request() is lock-free (a futex wake when the service must wake earlier).

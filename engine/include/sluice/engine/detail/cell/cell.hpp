@@ -272,9 +272,9 @@ class Cell final : public CellBase,
     if (this->dispatch_emitted()) return true;  // step 1: what the callback emitted
     if (in_message_) return false;           // step 2: stop and cancel wait for the message's end
     if (this->settle_cancel()) return true;  // step 3: a requested cancel
-    if (stop_request_) {                     // step 4: a requested stop
+    if (stop_request_) {  // step 4: a requested stop (a restart goes on settling)
       carry_out_stop();
-      return false;
+      return phase_ < Phase::stopping;
     }
     if (this->settle_output()) return true;  // step 5: asks on a subscriber's behalf, ...
     if (mail_.has_ready()) {                 // step 6: the next ready info
@@ -301,7 +301,8 @@ class Cell final : public CellBase,
   void carry_out_stop() {
     Reason r = std::move(*stop_request_);
     stop_request_.reset();
-    if (!cascading_ && may_restart(r)) {  // the stage stopped itself: its policy may restart it
+    // The stage stopped itself: its policy may restart it (not a new handler in its restart).
+    if (!cascading_ && !restarting_ && may_restart(r)) {
       restart(std::move(r));
       return;
     }
@@ -405,7 +406,9 @@ class Cell final : public CellBase,
   /// input is open, not a source's), and the restarts within the window leave room for one more.
   bool may_restart(const Reason& reason) {
     if (!prototype_ || phase_ >= Phase::stopping || run_.cancel_requested()) return false;
-    if (!reason.is_error() && (restart_.restart != Restart::always || !this->has_open_input()))
+    if (!reason.is_error() && (reason.kind != Reason::Kind::normal ||  // shutdown, refused: the
+                               restart_.restart != Restart::always ||  // engine's, not its own
+                               !this->has_open_input()))
       return false;
     const auto now = run_.clock().now();
     while (!restarts_at_.empty() && now - restarts_at_.front() >= restart_.restart_window)
@@ -425,15 +428,19 @@ class Cell final : public CellBase,
       bool& b;
       ~Reset() { b = false; }
     } reset{restarting_};
+    // 2: the failed call's inputs, counted once the restart has worked (if it escalates, they
+    // stay sent and not received on their edge, which counts them then).
+    const auto inputs = std::exchange(inputs_in_call_, 0);
     for (;;) {
       const auto now = run_.clock().now();
       restarts_at_.push_back(now);
       Handler fresh(*prototype_);  // may throw (memory): the stage then fails
-      std::uint64_t lost = std::exchange(inputs_in_call_, 0);  // 2: the failed call's inputs
+      stop_request_.reset();       // what the failed handler asked for goes with it
+      std::uint64_t lost = 0;
       if constexpr (has_out) {
         auto& staged = this->out_.staged();
-        if (lost == 0) lost = staged.size();  // what a call without inputs emitted
-        staged.clear();                       // (a handle_events call's: its inputs count)
+        if (inputs == 0) lost = staged.size();  // what a call without inputs emitted
+        staged.clear();                         // (a handle_events call's: its inputs count)
         lost += this->drop_buffer();
       }
       lost_.add(lost);
@@ -460,7 +467,10 @@ class Cell final : public CellBase,
       this->resubscribe_subscriptions();  // 5
       this->resubscribe_subscribers();
       if (!failed_again_) this->restore_demand();  // 6
-      if (!failed_again_) return;
+      if (!failed_again_) {
+        lost_.add(inputs);
+        return;
+      }
       auto e = std::exchange(failed_again_, nullptr);
       reason = Reason::error(what_of(e));
       if (!may_restart(reason)) std::rethrow_exception(e);  // 7: escalates

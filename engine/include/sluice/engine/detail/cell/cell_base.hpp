@@ -131,7 +131,9 @@ class CellBase : public Schedulable, public CellControl {
     if (delay < Duration::zero())
       throw stage_error(
           name_, "send_after: the delay is negative (" + std::to_string(delay.count()) + " ns)");
-    const auto id = timers_.start(run_.clock().now() + delay, period, std::move(message));
+    const auto now = run_.clock().now();
+    const auto at = delay < TimePoint::max() - now ? now + delay : TimePoint::max();  // no wrap
+    const auto id = timers_.start(at, period, std::move(message));
     request_wake();
     return id;
   }
@@ -278,11 +280,13 @@ class CellBase : public Schedulable, public CellControl {
   MpmcQueue<ExternalCommand> external_{8};
   std::shared_ptr<WakeTarget> wake_target_;  // made by the owner thread, read at the run's end
   Timers timers_;
+  // Set by the timer service (timer_service.hpp, H2).
   std::atomic<bool> timers_due_{false};
   OwnedCounter<std::uint64_t> restarts_;
-  mutable std::mutex restart_mutex_;  // the last restart's reason and time (record_restart)
+  // The last restart's reason and time, under the mutex (record_restart, metrics()).
+  mutable std::mutex restart_mutex_;
   std::string last_restart_reason_;
-  TimePoint last_restart_at_{};  // set by the timer service (timer_service.hpp, H2)
+  TimePoint last_restart_at_{};
 };
 
 }  // namespace sluice::detail

@@ -32,6 +32,7 @@ class ConsumerSide : public InPort<In> {
 
  protected:
   Inbound<In> in_;
+  SubscriptionId told_ = 0;  // subscriptions the handler has heard of (start_subscriptions)
   /// The chunk being handled, from its automatic subscription's message (release_in_hand).
   struct InHand {
     SubscriptionId id = 0;
@@ -48,6 +49,7 @@ class ConsumerSide : public InPort<In> {
     auto& c = self();
     for (SubscriptionId id = 0; id < in_.size(); ++id) {
       auto& s = in_[id];
+      told_ = id + 1;  // a restart in this call tells the new handler of it, not of later ones
       if constexpr (handler::HandlesSubscribe<typename C::handler_type, typename C::output_type>) {
         const SubscribeInfo info{true, id, 0, s.producer, s.options};
         c.invoke([&](auto& ctx) { c.handler_.handle_subscribe(info, ctx); });
@@ -61,7 +63,8 @@ class ConsumerSide : public InPort<In> {
   void resubscribe_subscriptions() {
     auto& c = self();
     if constexpr (handler::HandlesSubscribe<typename C::handler_type, typename C::output_type>) {
-      for (SubscriptionId id = 0; id < in_.size() && c.phase_ < Phase::stopping; ++id) {
+      for (SubscriptionId id = 0; id < told_ && c.phase_ < Phase::stopping && !c.failed_again_;
+           ++id) {
         auto& s = in_[id];
         if (!s.open) continue;
         const SubscribeInfo info{true, id, 0, s.producer, s.options};

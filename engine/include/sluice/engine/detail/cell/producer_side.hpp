@@ -84,6 +84,9 @@ class ProducerSide : public OutPort<Out> {
   std::int64_t replacements_ = 0;       // producer: demand met by events that met no demand
   std::uint64_t unasked_seen_ = 0;      // Outbox::filtered and unasked, in all
   std::int64_t handler_owes_ = 0;       // producer: asked of handle_demand, not yet emitted
+  bool replaying_held_ = false;         // dispatching held events again: not newly emitted
+  bool drain_asked_ = false;            // handle_drain was called (a restart calls it again)
+  SubscriberId told_ = 0;               // subscribers the handler has heard of (subscribed)
   std::deque<std::pair<SubscriberId, std::size_t>> self_asks_;  // Outbox::ask_on_behalf
 
   C& self() noexcept { return static_cast<C&>(*this); }
@@ -100,6 +103,7 @@ class ProducerSide : public OutPort<Out> {
   /// Subscriber `id` joins: handle_subscribe, then the dispatcher (which may refuse it).
   void subscribed(SubscriberId id) {
     auto& c = self();
+    told_ = std::max(told_, id + 1);  // a restart in this call tells the new handler of it
     if constexpr (handler::HandlesSubscribe<typename C::handler_type, Out>) {
       const SubscribeInfo info{false, 0, id, out_[id].consumer, out_[id].options};
       c.invoke([&](auto& ctx) { c.handler_.handle_subscribe(info, ctx); });
@@ -238,8 +242,9 @@ class ProducerSide : public OutPort<Out> {
     auto& staged = out_.staged();
     if constexpr (is_producer) {
       // Beyond what it owes, events go to the buffer; a restart asks what is still owed again.
-      handler_owes_ =
-          std::max<std::int64_t>(handler_owes_ - static_cast<std::int64_t>(staged.size()), 0);
+      if (!replaying_held_)
+        handler_owes_ =
+            std::max<std::int64_t>(handler_owes_ - static_cast<std::int64_t>(staged.size()), 0);
       if (mode_ == DemandMode::accumulate) {
         out_.hold(std::span<Out>(staged), dropper());
         staged.clear();
@@ -273,7 +278,9 @@ class ProducerSide : public OutPort<Out> {
         demand_path(e.n);
       } else {
         out_.stage_held(e.n);
+        replaying_held_ = true;
         dispatch_staged();
+        replaying_held_ = false;
       }
       c.settle();
     }
@@ -325,6 +332,7 @@ class ProducerSide : public OutPort<Out> {
       if (c.phase_ == Phase::draining) return;
       if (mode_ == DemandMode::accumulate) c.set_demand_mode(DemandMode::forward);
       if constexpr (handler::HandlesDrain<typename C::handler_type, Out>) {
+        drain_asked_ = true;
         c.invoke([&](auto& ctx) { c.handler_.handle_drain(ctx); });
       } else {
         c.phase_ = Phase::draining;
@@ -382,7 +390,8 @@ class ProducerSide : public OutPort<Out> {
   void resubscribe_subscribers() {
     auto& c = self();
     if constexpr (handler::HandlesSubscribe<typename C::handler_type, Out>) {
-      for (SubscriberId id = 0; id < out_.size() && c.phase_ < Phase::stopping; ++id) {
+      for (SubscriberId id = 0; id < told_ && c.phase_ < Phase::stopping && !c.failed_again_;
+           ++id) {
         if (!out_[id].open) continue;
         const SubscribeInfo info{false, 0, id, out_[id].consumer, out_[id].options};
         c.invoke([&](auto& ctx) { c.handler_.handle_subscribe(info, ctx); });
@@ -393,7 +402,17 @@ class ProducerSide : public OutPort<Out> {
   /// draining producer is asked for nothing, as before).
   void restore_demand() {
     if constexpr (is_producer) {
-      if (handler_owes_ > 0 && mode_ == DemandMode::forward && self().phase_ == Phase::running)
+      auto& c = self();
+      if constexpr (handler::HandlesDrain<typename C::handler_type, Out>) {
+        if (drain_asked_) {  // the new handler ends its own way too
+          c.invoke([&](auto& ctx) { c.handler_.handle_drain(ctx); });
+          return;
+        }
+      }
+      if (handler_owes_ <= 0 || c.phase_ != Phase::running) return;
+      if (mode_ == DemandMode::accumulate)
+        out_.hold_demand(std::exchange(handler_owes_, 0));  // replayed on forward
+      else
         demand_path(std::exchange(handler_owes_, 0));
     }
   }
