@@ -64,6 +64,20 @@ struct Fixture {
   sluice::StageMetrics consumer() { return run->metrics().stages[1]; }
 };
 
+/// A Flaky whose handle_subscribe, after its first one, arms `arm` failures of the next ones
+/// (those of the handlers a restart makes).
+struct Arm {
+  Flaky inner;
+  std::shared_ptr<int> arm;
+  void handle_subscribe(const sluice::SubscribeInfo& i, sluice::Context<void>& ctx) {
+    inner.handle_subscribe(i, ctx);
+    if (*arm > 0) *inner.subscribe_failures = std::exchange(*arm, 0);
+  }
+  void handle_events(std::span<Ev> evs, sluice::Context<void>& ctx) {
+    inner.handle_events(evs, ctx);
+  }
+};
+
 Flaky flaky(int failures, std::string fail_on = "") {
   return Flaky{nullptr, std::make_shared<int>(failures), std::move(fail_on)};
 }
@@ -172,17 +186,7 @@ TEST_CASE("a failure in the new instance's handle_subscribe is a failure too") {
   fl.log = &log;
   sluice::Engine e;
   auto p = e.producer<Ev>("counter", Counter{&plog, 0, 10}, demand());
-  struct Arm {  // after the first subscribe, the next two fail
-    Flaky inner;
-    std::shared_ptr<int> arm;
-    void handle_subscribe(const sluice::SubscribeInfo& i, sluice::Context<void>& ctx) {
-      inner.handle_subscribe(i, ctx);
-      if (*arm > 0) *inner.subscribe_failures = std::exchange(*arm, 0);
-    }
-    void handle_events(std::span<Ev> evs, sluice::Context<void>& ctx) {
-      inner.handle_events(evs, ctx);
-    }
-  };
+
   auto c = e.consumer<Ev>("flaky", Arm{fl, std::make_shared<int>(2)});
   e.subscribe(c, p, {.max_demand = 4, .min_demand = 2});
   e.supervise(c, {.restart = Restart::on_failure, .max_restarts = 3});
@@ -279,17 +283,7 @@ TEST_CASE("a restart that escalates counts the failed chunk once, on its edge") 
   fl.subscribe_failures = std::make_shared<int>(0);
   Log plog, log, warnings;
   fl.log = &log;
-  struct Arm {
-    Flaky inner;
-    std::shared_ptr<int> arm;
-    void handle_subscribe(const sluice::SubscribeInfo& i, sluice::Context<void>& ctx) {
-      inner.handle_subscribe(i, ctx);
-      if (*arm > 0) *inner.subscribe_failures = std::exchange(*arm, 0);
-    }
-    void handle_events(std::span<Ev> evs, sluice::Context<void>& ctx) {
-      inner.handle_events(evs, ctx);
-    }
-  };
+
   sluice::Engine e;
   auto p = e.producer<Ev>("counter", Counter{&plog, 0, 10}, demand());
   auto c = e.consumer<Ev>("flaky", Arm{fl, std::make_shared<int>(1)});

@@ -149,7 +149,7 @@ class CellBase : public Schedulable, public CellControl {
     // Relaxed: the flag is set before the service's notify(), whose acq_rel (Schedulable H1)
     // orders it before this quantum; exchange, so a wake that comes meanwhile is not lost.
     if (!timers_due_.load(std::memory_order_relaxed) ||
-        !timers_due_.exchange(false, std::memory_order_relaxed))
+        !timers_due_.exchange(false, std::memory_order_relaxed))  // ordered as the load above
       return false;
     timers_.woken();
     timers_.fire_due(run_.clock().now(), deliver);
@@ -283,7 +283,8 @@ class CellBase : public Schedulable, public CellControl {
   // Set by the timer service (timer_service.hpp, H2).
   std::atomic<bool> timers_due_{false};
   OwnedCounter<std::uint64_t> restarts_;
-  // The last restart's reason and time, under the mutex (record_restart, metrics()).
+  // The last restart's reason and time, under the mutex (record_restart, metrics()): taken
+  // at a restart and by metrics(), never on the event path.
   mutable std::mutex restart_mutex_;
   std::string last_restart_reason_;
   TimePoint last_restart_at_{};
