@@ -104,7 +104,7 @@ TEST_CASE("on_failure: the failed instance is replaced, its subscription kept, i
   CHECK(restarted[0].message == "stage 'flaky' was restarted 1 time, last after: bad event 5");
   REQUIRE(f.warnings.size() == 1);
   CHECK(f.warnings[0] ==
-        "stage 'flaky' instance 0 restarted (1 of at most 3 within 5000 ms) after: bad event 5");
+        "stage 'flaky' restarted (1 of at most 3 within 5000 ms) after: bad event 5");
 }
 
 TEST_CASE("demand is restored: a restarted consumer keeps its full max_demand outstanding") {

@@ -44,7 +44,7 @@ TEST_CASE("a map that fails once is restarted: the rest is delivered, its chunk 
   CHECK(metrics.undelivered() == 5);
   REQUIRE(log.size() == 1);
   CHECK(log[0] ==
-        "stage 'check' instance 0 restarted (1 of at most 3 within 5000 ms) after: 42 "
+        "stage 'check' restarted (1 of at most 3 within 5000 ms) after: 42 "
         "is suspicious");
   // A stage with a restart policy runs in a cell of its own: it can be addressed.
   CHECK_NOTHROW(run.describe(m));

@@ -1,10 +1,12 @@
 #include "stress/delivery.hpp"
 
+#include <any>
 #include <chrono>
 #include <limits>
 #include <map>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <thread>
 
 #include "support/random_graph_builder.hpp"
@@ -23,6 +25,17 @@ rg::Knobs knobs(std::uint64_t deliveries, bool hash_drops) {
   // emits exactly its demand (see the case in test_stress.cpp).
   k.hash_drops = hash_drops ? 0.3 : 0.0;
   return k;
+}
+
+void add_timers(rg::GraphSpec& spec) {
+  rg::Seeded e(rg::mix(spec.seed.value_or(0) ^ 0x71e5));
+  for (auto& s : spec.stages) {
+    if (s.form != rg::Form::handler || !e.chance(0.35)) continue;
+    s.tick = std::chrono::microseconds(e.uniform<std::int64_t>(20, 1000));
+    if (!e.chance(0.5)) continue;
+    s.tick_fault_after = e.uniform<std::uint64_t>(0, 20);
+    s.restart = e.chance(0.5) ? sluice::Restart::on_failure : sluice::Restart::always;
+  }
 }
 
 // ---- handlers -----------------------------------------------------------------------------------
@@ -45,15 +58,50 @@ void pace(rg::Speed speed, InstanceRecord& r, std::size_t events) {
   }
 }
 
+/// A timer's message.
+struct Tick {};
+
+/// From each handler's first handle_subscribe (a restarted instance's new handler starts again).
+template <class Out>
+void start_ticking(const rg::StageSpec& spec, bool& started, sluice::Context<Out>& ctx) {
+  if (started || spec.tick.count() == 0) return;
+  started = true;
+  ctx.send_every(spec.tick, Tick{});
+}
+
+/// A tick: counted; the stage's fault, once per instance, once it has made enough calls. It emits
+/// nothing first, so what the restart loses is the instance's buffer: its last events.
+template <class Out>
+void on_tick(const rg::StageSpec& spec, InstanceRecord& r, const std::any& message,
+             sluice::Context<Out>& ctx) {
+  if (std::any_cast<Tick>(&message) == nullptr) {
+    r.problem("handle_info got a message that is no tick");
+    return;
+  }
+  ++r.ticks;
+  if (!spec.tick_fault_after || r.faulted || r.calls < *spec.tick_fault_after) return;
+  r.faulted = true;
+  r.emitted_at_fault = r.emitted.size();
+  throw std::runtime_error("stress: the tick's fault in " + std::string(ctx.name()));
+}
+
 struct SourceHandler {
   const rg::StageSpec* spec = nullptr;
   std::uint32_t id = 0;
   std::vector<InstanceRecord>* records = nullptr;
-  bool finished = false;  // each instance has its own copy
+  bool finished = false;  // each instance has its own copy (a restart a new one)
+  bool ticking = false;
 
+  void handle_subscribe(const sluice::SubscribeInfo&, sluice::Context<Ev>& ctx) {
+    start_ticking(*spec, ticking, ctx);
+  }
+  void handle_info(std::any& m, sluice::Context<Ev>& ctx) {
+    on_tick(*spec, (*records)[ctx.instance()], m, ctx);
+  }
   void handle_demand(std::size_t n, sluice::Context<Ev>& ctx) {
     const auto inst = static_cast<std::uint32_t>(ctx.instance());
     auto& r = (*records)[inst];
+    ++r.calls;
     if (n == 0) r.problem("handle_demand called with 0");
     const std::size_t limit = spec->counts[inst];
     std::size_t k = 0;
@@ -79,6 +127,7 @@ void on_receive(const rg::StageSpec& spec, InstanceRecord& r, std::span<const Ev
     r.problem("handle_events called with no events");
     return;
   }
+  ++r.calls;
   if (r.subs.size() <= from) r.subs.resize(from + 1);
   auto& sub = r.subs[from];
   if (!sub.known) {
@@ -111,6 +160,14 @@ struct StageHandler {
   const rg::StageSpec* spec = nullptr;
   std::uint32_t id = 0;
   std::vector<InstanceRecord>* records = nullptr;
+  bool ticking = false;
+
+  void handle_subscribe(const sluice::SubscribeInfo&, sluice::Context<Ev>& ctx) {
+    start_ticking(*spec, ticking, ctx);
+  }
+  void handle_info(std::any& m, sluice::Context<Ev>& ctx) {
+    on_tick(*spec, (*records)[ctx.instance()], m, ctx);
+  }
 
   void handle_events(std::span<const Ev> in, sluice::SubscriptionId from,
                      sluice::Context<Ev>& ctx) {
@@ -131,6 +188,14 @@ struct StageHandler {
 struct SinkHandler {
   const rg::StageSpec* spec = nullptr;
   std::vector<InstanceRecord>* records = nullptr;
+  bool ticking = false;
+
+  void handle_subscribe(const sluice::SubscribeInfo&, sluice::Context<void>& ctx) {
+    start_ticking(*spec, ticking, ctx);
+  }
+  void handle_info(std::any& m, sluice::Context<void>& ctx) {
+    on_tick(*spec, (*records)[ctx.instance()], m, ctx);
+  }
 
   void handle_events(std::span<const Ev> in, sluice::SubscriptionId from,
                      sluice::Context<void>& ctx) {
@@ -215,11 +280,15 @@ std::uint64_t buffered_bound(const rg::GraphSpec& spec, std::size_t stage) {
   return bound;
 }
 
-std::vector<std::string> unexpected_logs(const rg::GraphSpec& spec,
+std::vector<std::string> unexpected_logs(const rg::GraphSpec& spec, const Records& records,
                                          const std::vector<std::string>& lines) {
   std::vector<std::string> out;
   for (auto& line : lines) {
     bool expected = false;
+    for (std::size_t i = 0; i < spec.stages.size() && !expected; ++i)
+      for (std::size_t k = 0; k < spec.stages[i].instances && !expected; ++k)
+        expected = records.stages[i][k].faulted &&
+                   line.starts_with("stage '" + spec.instance_name(i, k) + "' restarted (");
     if (line.starts_with("stage '") &&
         line.find("DemandDispatcher expects a maximum demand of") != std::string::npos) {
       const auto end = line.find('\'', 7);
@@ -295,6 +364,18 @@ Findings check(const rg::GraphSpec& spec, const Records& records, const sluice::
     }
   }
 
+  // What a restart lost: the instance's buffer when its tick failed, the last events it had
+  // emitted then (its `lost`, which the final checks below expect nowhere else).
+  std::map<std::pair<std::size_t, std::size_t>, std::uint64_t> lost_by;
+  for (auto& s : m.stages)
+    if (auto where = spec.find(s.name, s.instance)) lost_by[*where] = s.lost;
+  auto lost_range = [&](std::size_t p, std::size_t pi) -> std::pair<std::size_t, std::size_t> {
+    auto& r = records.stages[p][pi];
+    const auto lost = lost_by[{p, pi}];
+    if (!r.faulted || lost > r.emitted_at_fault) return {0, 0};  // the final checks report it
+    return {r.emitted_at_fault - lost, r.emitted_at_fault};
+  };
+
   // received_from[c][ci][(p, pi)]: hop sequence numbers, in arrival order.
   using Key = std::pair<std::size_t, std::size_t>;
   std::vector<std::vector<std::map<Key, std::vector<std::uint32_t>>>> from(n);
@@ -345,6 +426,8 @@ Findings check(const rg::GraphSpec& spec, const Records& records, const sluice::
       auto& emitted = records.stages[p][pi].emitted;
       const Key key{p, pi};
       const std::string pname = instance_name(spec, p, pi);
+      const auto [lost_from, lost_to] = lost_range(p, pi);
+      auto was_lost = [&](std::size_t k) { return k >= lost_from && k < lost_to; };
       auto got = [&](std::size_t c, std::size_t ci) -> const std::vector<std::uint32_t>& {
         static const std::vector<std::uint32_t> none;
         auto it = from[c][ci].find(key);
@@ -358,9 +441,11 @@ Findings check(const rg::GraphSpec& spec, const Records& records, const sluice::
               ++times[k];
         for (std::size_t k = 0; k < emitted.size(); ++k) {
           ++f.checks;
-          if (times[k] != 1) {
+          const std::uint32_t want = was_lost(k) ? 0 : 1;
+          if (times[k] != want) {
             f.fail("demand: event " + std::to_string(k) + " of " + pname + " reached " +
-                   std::to_string(times[k]) + " subscribers instead of exactly one");
+                   std::to_string(times[k]) + " subscribers instead of " +
+                   (want == 0 ? "none (a restart lost it)" : "exactly one"));
             break;
           }
         }
@@ -369,7 +454,8 @@ Findings check(const rg::GraphSpec& spec, const Records& records, const sluice::
           auto& sel = spec.stages[c].input_from(p)->selector;
           std::vector<std::uint32_t> expected;
           for (std::size_t k = 0; k < emitted.size(); ++k)
-            if (sel.accepts(key_of(emitted[k]))) expected.push_back(static_cast<std::uint32_t>(k));
+            if (!was_lost(k) && sel.accepts(key_of(emitted[k])))
+              expected.push_back(static_cast<std::uint32_t>(k));
           for (std::size_t ci = 0; ci < spec.stages[c].instances; ++ci) {
             ++f.checks;
             auto& g = got(c, ci);
@@ -389,6 +475,7 @@ Findings check(const rg::GraphSpec& spec, const Records& records, const sluice::
         const auto c = ps.subscribers[0];
         std::vector<std::vector<std::uint32_t>> expected(spec.stages[c].instances);
         for (std::size_t k = 0; k < emitted.size(); ++k) {
+          if (was_lost(k)) continue;
           const auto part = ps.partition.of(key_of(emitted[k]));
           if (part)
             expected[static_cast<std::size_t>(*part)].push_back(static_cast<std::uint32_t>(k));
@@ -452,8 +539,12 @@ Findings check(const rg::GraphSpec& spec, const Records& records, const sluice::
     if (e.queued != 0) f.fail("edge " + edge + ": still queues " + std::to_string(e.queued));
   }
   ++f.checks;
-  if (m.undelivered() != 0)
-    f.fail("undelivered events after the run: " + std::to_string(m.undelivered()));
+  std::uint64_t lost = 0;  // by restarts only (checked below)
+  for (auto& s : m.stages)
+    lost += s.lost;
+  if (m.undelivered() != lost)
+    f.fail("undelivered events after the run: " + std::to_string(m.undelivered()) + ", of which " +
+           std::to_string(lost) + " lost in restarts");
   for (auto& s : m.stages) {
     auto where = spec.find(s.name, s.instance);
     ++f.checks;
@@ -466,10 +557,16 @@ Findings check(const rg::GraphSpec& spec, const Records& records, const sluice::
     if (!s.finished) f.fail(who + " has not finished");
     if (s.stop_reason != "normal") f.fail(who + " stopped: " + s.stop_reason);
     if (s.dropped != 0) f.fail(who + " dropped " + std::to_string(s.dropped) + " events");
-    if (s.lost != 0) f.fail(who + " lost " + std::to_string(s.lost) + " events");
+    auto& rec = records.stages[i][k];
+    if (s.restarts != (rec.faulted ? 1U : 0U))
+      f.fail(who + " restarted " + std::to_string(s.restarts) + " times; its fault was " +
+             (rec.faulted ? "thrown once" : "not thrown"));
+    if (s.lost != 0 && !rec.faulted) f.fail(who + " lost " + std::to_string(s.lost) + " events");
+    if (rec.faulted && s.lost > rec.emitted_at_fault)
+      f.fail(who + " lost " + std::to_string(s.lost) + " events in a restart, more than the " +
+             std::to_string(rec.emitted_at_fault) + " it had emitted");
     if (s.buffered != 0) f.fail(who + " still buffers " + std::to_string(s.buffered) + " events");
     if (s.buffered > buffered_bound(spec, i)) f.fail(who + " buffered beyond its bound");
-    auto& rec = records.stages[i][k];
     if (spec.stages[i].role != rg::Role::source && s.events_in != rec.received.size())
       f.fail(who + ": events_in " + std::to_string(s.events_in) + ", handled " +
              std::to_string(rec.received.size()));
@@ -481,6 +578,14 @@ Findings check(const rg::GraphSpec& spec, const Records& records, const sluice::
       if (s.filtered != filtered)
         f.fail(who + ": filtered " + std::to_string(s.filtered) + ", its hash dropped " +
                std::to_string(filtered));
+      // RELIABILITY.md's identity at each producer that makes no copies: every event it
+      // emitted was sent once, filtered, dropped or lost, and none is still buffered.
+      if (spec.stages[i].dispatch != rg::Dispatch::broadcast &&
+          rec.emitted.size() != s.events_out + s.filtered + s.dropped + s.lost + s.buffered)
+        f.fail(who + ": emitted " + std::to_string(rec.emitted.size()) + " events, but sent " +
+               std::to_string(s.events_out) + ", filtered " + std::to_string(s.filtered) +
+               ", dropped " + std::to_string(s.dropped) + ", lost " + std::to_string(s.lost) +
+               " and buffers " + std::to_string(s.buffered));
     }
   }
   return f;

@@ -45,6 +45,14 @@ inline std::uint64_t key_of(const Origin& o) {
 /// hashes drop events (std::nullopt).
 rg::Knobs knobs(std::uint64_t deliveries, bool hash_drops);
 
+/// Timers and restarts on top of a drawn graph (from their own draws, so a seed's graph is the
+/// same with and without them): about a third of the stages keep a periodic timer (20 us to
+/// 1 ms); half of those fail once per instance, at the first tick after a few calls, under a
+/// restart policy (on_failure or always). The failing call emits nothing; the restarted
+/// instance loses its buffer (a suffix of what it emitted, which the checker leaves out of what
+/// its edges must deliver, and expects as its `lost`).
+void add_timers(rg::GraphSpec& spec);
+
 // ---- what each stage instance saw ---------------------------------------------------------------
 
 /// One stage instance's record. Written only by the instance (one thread at a time), read after
@@ -57,8 +65,11 @@ struct InstanceRecord {
     bool known = false;
     std::uint32_t hop_stage = 0, hop_inst = 0;
   };
-  std::vector<Sub> subs;   // by SubscriptionId
-  std::uint64_t work = 0;  // a sink for the spin loops
+  std::vector<Sub> subs;               // by SubscriptionId
+  std::uint64_t work = 0;              // a sink for the spin loops
+  std::uint64_t calls = 0, ticks = 0;  // handle_demand / handle_events calls; timer ticks
+  bool faulted = false;                // its tick's fault was thrown (once per instance)
+  std::size_t emitted_at_fault = 0;    // emitted.size() then
   void problem(std::string p) {
     if (problems.size() < 20) problems.push_back(std::move(p));
   }
@@ -90,9 +101,10 @@ struct LogSink {
   std::vector<std::string> lines;
 };
 
-/// The log lines a run of `spec` should not have written. The only expected one is GenStage's
-/// warning of a DemandDispatcher whose subscribers ask different max_demand.
-std::vector<std::string> unexpected_logs(const rg::GraphSpec& spec,
+/// The log lines a run of `spec` should not have written. The expected ones are GenStage's
+/// warning of a DemandDispatcher whose subscribers ask different max_demand, and the restart of
+/// an instance whose fault was thrown.
+std::vector<std::string> unexpected_logs(const rg::GraphSpec& spec, const Records& records,
                                          const std::vector<std::string>& lines);
 
 /// Builds the sluice graph of `spec`, recording into `records`.

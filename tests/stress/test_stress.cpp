@@ -1,6 +1,7 @@
 // Seeded random graphs (the shared model, support/random_graph.hpp): 2-12 stages (sources,
 // producer_consumers that map or filter, sinks), random instances, dispatchers (demand, broadcast
-// with and without selectors, partition by a hash), max_demand / min_demand, speeds and fan-in.
+// with and without selectors, partition by a hash), max_demand / min_demand, speeds and fan-in,
+// periodic timers, and stages that fail on a tick and restart (their buffer lost, and counted).
 // Every event carries its origin and its last hop, so the checker verifies at each producer that
 // each edge delivered exactly what the dispatcher promises, in order; metrics are sampled while the
 // graph runs; a watchdog turns a hang into a failure with a report of which stage waits on what.
@@ -11,6 +12,8 @@
 //   SLUICE_STRESS_DELIVERIES=N  events per graph, summed over its edges (50000; 20000 under
 //                               sanitizers)
 //   SLUICE_STRESS_HASH_DROPS=0  partition hashes never drop events (by default some do)
+//   SLUICE_STRESS_TIMERS=0      no timers and no restarts (by default some stages tick, and some
+//                               of those fail once on a tick and restart)
 //   SLUICE_SOAK_SECONDS=S       the soak case runs random graphs for S seconds, printing RSS
 //                               (tools/soak.sh)
 #include <algorithm>
@@ -101,11 +104,18 @@ std::optional<std::string> watch(sluice::Run& run, std::chrono::milliseconds sta
   return std::nullopt;
 }
 
+/// What the cases of a block did, for its closing message (information, not a check: whether a
+/// tick comes before a stage ends is a matter of time).
+struct Tally {
+  std::uint64_t cases = 0, ticks = 0, restarts = 0, lost = 0;
+};
+
 /// Runs one seed; returns whether every check passed.
-bool run_case(std::uint64_t seed) {
-  const auto spec = stress::rg::generate(
+bool run_case(std::uint64_t seed, Tally* tally = nullptr) {
+  auto spec = stress::rg::generate(
       seed, stress::knobs(sluice_test::env_number("SLUICE_STRESS_DELIVERIES").value_or(kDeliveries),
                           sluice_test::env_number("SLUICE_STRESS_HASH_DROPS").value_or(1) != 0));
+  if (sluice_test::env_number("SLUICE_STRESS_TIMERS").value_or(1) != 0) stress::add_timers(spec);
   const std::string graph = spec.describe();
   CAPTURE(seed);
   INFO("replay with SLUICE_STRESS_SEED=", seed, "\n", graph);
@@ -139,11 +149,22 @@ bool run_case(std::uint64_t seed) {
     FAIL_CHECK("the run failed: ", e.what());
     return false;
   }
-  const auto findings = stress::check(spec, records, run.metrics());
+  const auto final_metrics = run.metrics();
+  const auto findings = stress::check(spec, records, final_metrics);
+  if (tally) {
+    ++tally->cases;
+    for (auto& s : final_metrics.stages) {
+      tally->restarts += s.restarts;
+      tally->lost += s.lost;
+    }
+    for (auto& stage : records.stages)
+      for (auto& r : stage)
+        tally->ticks += r.ticks;
+  }
   std::string log_lines;
   {
     std::lock_guard lock(logs->mutex);
-    for (auto& l : stress::unexpected_logs(spec, logs->lines))
+    for (auto& l : stress::unexpected_logs(spec, records, logs->lines))
       log_lines += l + "\n";
   }
   CHECK_MESSAGE(live.failed == 0, live.to_string());
@@ -163,8 +184,11 @@ void run_block(int block) {
   const auto count = sluice_test::env_number("SLUICE_STRESS_COUNT").value_or(kDefaultSeeds);
   const auto first = sluice_test::env_number("SLUICE_STRESS_FIRST").value_or(1);
   const auto b = static_cast<std::uint64_t>(block);
+  Tally tally;
   for (std::uint64_t i = count * b / kBlocks; i < count * (b + 1) / kBlocks; ++i)
-    run_case(first + i);
+    run_case(first + i, &tally);
+  MESSAGE(tally.cases, " cases: ", tally.ticks, " ticks handled, ", tally.restarts,
+          " restarts, which lost ", tally.lost, " buffered events");
 }
 
 struct Memory {

@@ -491,6 +491,11 @@ std::string GraphSpec::describe() const {
     if (s.keep_first) out += ", buffer_keep first";
     if (s.accumulate) out += ", demand_mode accumulate";
     if (s.dynamic) out += ", dynamic";
+    if (s.restart != sluice::Restart::never)
+      out += s.restart == sluice::Restart::always ? ", restart always" : ", restart on_failure";
+    if (s.tick.count() != 0) out += ", ticks every " + std::to_string(s.tick.count()) + " us";
+    if (s.tick_fault_after)
+      out += " (fails once after " + std::to_string(*s.tick_fault_after) + " calls)";
     if (s.stray) out += ", with subscription options {" + rg::describe(*s.stray) + "}";
     for (auto& in : s.inputs)
       out += "\n    <- '" + stages[in.producer].name + "' {" + rg::describe(in) + "}";

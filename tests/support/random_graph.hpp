@@ -13,6 +13,7 @@
 // so the stages that run a graph and the checks that check it compute the same answers.
 // Public API only.
 
+#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -214,6 +215,10 @@ struct StageSpec {
   std::vector<std::size_t> subscribers;  // producers: the stages subscribed to it
   bool mutates = false;                  // handler sinks: takes std::span<E> (a broadcast refuses)
   sluice::Restart restart = sluice::Restart::never;  // StageOptions::restart (a test sets it)
+  /// A timer (a test sets it; the test's code decides what its ticks do): a period, 0 for none.
+  std::chrono::microseconds tick{0};
+  /// With a tick: each instance's first tick once it has made this many calls fails, once.
+  std::optional<std::uint64_t> tick_fault_after;
   // wild:
   bool keep_first = false, accumulate = false, dynamic = false;
   std::optional<Input> stray;  // sources: subscription options where none apply

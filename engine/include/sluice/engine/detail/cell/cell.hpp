@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -17,6 +16,7 @@
 #include <sluice/engine/detail/cell/consumer_side.hpp>
 #include <sluice/engine/detail/cell/mailbox.hpp>
 #include <sluice/engine/detail/cell/producer_side.hpp>
+#include <sluice/engine/detail/cell/supervisor.hpp>
 #include <sluice/engine/detail/edge.hpp>
 #include <sluice/engine/detail/fused_steps.hpp>
 #include <sluice/engine/dispatcher.hpp>
@@ -63,16 +63,18 @@ struct NoProducerSide {
 /// One instance of a stage. `In` is void for a producer, `Out` void for a consumer.
 ///
 /// The cell is the orchestrator: its consumer side (ConsumerSide, over the Inbound part) and
-/// producer side (ProducerSide, over the Output part) carry out GenStage's protocols; the cell
-/// runs the quanta, starts and stops, settles what each callback left behind in one fixed order
-/// (engine/DESIGN.md 5) and routes infos (the Mailbox part). Everything here runs on the one
+/// producer side (ProducerSide, over the Output part) carry out GenStage's protocols, and its
+/// Supervisor restarts a failed handler; the cell runs the quanta, starts and stops, settles
+/// what each callback left behind in one fixed order (engine/DESIGN.md 5) and routes infos (the
+/// Mailbox part). Everything here runs on the one
 /// thread that runs the cell (Schedulable guarantees it); the shared state is in the edges.
 template <class In, class Out, class Handler>
 class Cell final : public CellBase,
                    public std::conditional_t<std::is_void_v<In>, NoConsumerSide,
                                              ConsumerSide<Cell<In, Out, Handler>, In>>,
                    public std::conditional_t<std::is_void_v<Out>, NoProducerSide,
-                                             ProducerSide<Cell<In, Out, Handler>, Out>> {
+                                             ProducerSide<Cell<In, Out, Handler>, Out>>,
+                   public Supervisor<Cell<In, Out, Handler>, Handler> {
  public:
   using handler_type = Handler;
   using output_type = Out;
@@ -89,13 +91,6 @@ class Cell final : public CellBase,
     if constexpr (has_out)
       if (const auto size = buffer_size(options, has_in); size != infinity)
         buffer_capacity_ = static_cast<std::uint64_t>(size);
-  }
-
-  /// Gives this instance a restart policy and the handler a restart copies (HandlerCells::make;
-  /// engine/DESIGN.md 12). Before the run starts.
-  void supervise(RestartOptions policy, std::shared_ptr<const Handler> prototype) {
-    restart_ = policy;
-    prototype_ = std::move(prototype);
   }
 
   // ---- wiring, before the run starts (the sides' InPort and OutPort) --------------------------
@@ -188,6 +183,7 @@ class Cell final : public CellBase,
  private:
   friend ConsumerSide<Cell, In>;
   friend ProducerSide<Cell, Out>;
+  friend Supervisor<Cell, Handler>;
   using ProducerSideOrNot =
       std::conditional_t<std::is_void_v<Out>, NoProducerSide, ProducerSide<Cell, Out>>;
 
@@ -215,8 +211,8 @@ class Cell final : public CellBase,
     try {
       f(ctx);
     } catch (...) {
-      if (!prototype_) throw;
-      handler_failed(std::current_exception());
+      if (!this->supervised()) throw;
+      this->handler_failed(std::current_exception());
       return;
     }
     after_callback();
@@ -302,8 +298,8 @@ class Cell final : public CellBase,
     Reason r = std::move(*stop_request_);
     stop_request_.reset();
     // The stage stopped itself: its policy may restart it (not a new handler in its restart).
-    if (!cascading_ && !restarting_ && may_restart(r)) {
-      restart(std::move(r));
+    if (!cascading_ && !this->restarting_ && this->may_restart(r)) {
+      this->restart(std::move(r));
       return;
     }
     if (r.is_error() && !cascading_) {  // the stage itself chose to stop with an error
@@ -376,104 +372,6 @@ class Cell final : public CellBase,
           break;
       }
       settle();
-    }
-  }
-
-  // ---- restarts (engine/DESIGN.md 12) -----------------------------------------------------------
-
-  static std::string what_of(const std::exception_ptr& e) {
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& x) {
-      return x.what();
-    } catch (...) {
-      return "unknown exception";
-    }
-  }
-
-  /// A callback of a stage with a restart policy threw (inside invoke's catch).
-  void handler_failed(std::exception_ptr e) {
-    if (restarting_) {  // the new handler failed while restarting: restart() goes round again
-      if (!failed_again_) failed_again_ = std::move(e);
-      return;
-    }
-    auto reason = Reason::error(what_of(e));
-    if (!may_restart(reason)) std::rethrow_exception(e);  // escalates: fail(), as without one
-    restart(std::move(reason));
-  }
-
-  /// Step 1: the policy covers this stop (a failure, or with `always` a normal stop while an
-  /// input is open, not a source's), and the restarts within the window leave room for one more.
-  bool may_restart(const Reason& reason) {
-    if (!prototype_ || phase_ >= Phase::stopping || run_.cancel_requested()) return false;
-    if (!reason.is_error() && (reason.kind != Reason::Kind::normal ||  // shutdown, refused: the
-                               restart_.restart != Restart::always ||  // engine's, not its own
-                               !this->has_open_input()))
-      return false;
-    const auto now = run_.clock().now();
-    while (!restarts_at_.empty() && now - restarts_at_.front() >= restart_.restart_window)
-      restarts_at_.pop_front();
-    return restarts_at_.size() < static_cast<std::size_t>(restart_.max_restarts);
-  }
-
-  /// Steps 2-7: the failed instance's handler replaced by a fresh copy, its subscriptions kept.
-  /// A failure of the new handler in steps 5-6 goes round again (step 1 decides), so a handler
-  /// that always fails escalates once the intensity is spent.
-  void restart(Reason reason) {
-    if constexpr (handler::Restartable<Handler>) restart_as(std::move(reason));
-  }
-  void restart_as(Reason reason) {
-    restarting_ = true;
-    struct Reset {
-      bool& b;
-      ~Reset() { b = false; }
-    } reset{restarting_};
-    // 2: the failed call's inputs, counted once the restart has worked (if it escalates, they
-    // stay sent and not received on their edge, which counts them then).
-    const auto inputs = std::exchange(inputs_in_call_, 0);
-    for (;;) {
-      const auto now = run_.clock().now();
-      restarts_at_.push_back(now);
-      Handler fresh(*prototype_);  // may throw (memory): the stage then fails
-      stop_request_.reset();       // what the failed handler asked for goes with it
-      std::uint64_t lost = 0;
-      if constexpr (has_out) {
-        auto& staged = this->out_.staged();
-        if (inputs == 0) lost = staged.size();  // what a call without inputs emitted
-        staged.clear();                         // (a handle_events call's: its inputs count)
-        lost += this->drop_buffer();
-      }
-      lost_.add(lost);
-      if constexpr (handler::HandlesTerminate<Handler>) {  // 3
-        try {
-          handler_.handle_terminate(reason);
-        } catch (...) {  // the old instance is gone regardless
-        }
-      }
-      cancel_timers();
-      std::destroy_at(&handler_);  // 4 (Restartable: the move does not throw)
-      std::construct_at(&handler_, std::move(fresh));
-      const auto said = reason.is_error() ? reason.message : std::string("normal");
-      record_restart(said, now);
-      run_.log(LogLevel::warning,
-               "stage '" + name_ + "' instance " + std::to_string(instance_) + " restarted (" +
-                   std::to_string(restarts_at_.size()) + " of at most " +
-                   std::to_string(restart_.max_restarts) + " within " +
-                   std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      restart_.restart_window)
-                                      .count()) +
-                   " ms) after: " + said);
-      failed_again_ = nullptr;
-      this->resubscribe_subscriptions();  // 5
-      this->resubscribe_subscribers();
-      if (!failed_again_) this->restore_demand();  // 6
-      if (!failed_again_) {
-        lost_.add(inputs);
-        return;
-      }
-      auto e = std::exchange(failed_again_, nullptr);
-      reason = Reason::error(what_of(e));
-      if (!may_restart(reason)) std::rethrow_exception(e);  // 7: escalates
     }
   }
 
@@ -556,14 +454,6 @@ class Cell final : public CellBase,
   bool cascading_ = false;   // the stop comes from a cancel mode, not from the stage itself
   bool settling_ = false;    // settle() is on the stack: an inner call returns at once
   bool in_message_ = false;  // handling an inbound message: stop and cancel wait for its end
-  // Restarts (engine/DESIGN.md 12): the policy, the handler a restart copies (null: none), when
-  // the restarts within the window were, and the inputs of the handle_events call under way.
-  RestartOptions restart_;
-  std::shared_ptr<const Handler> prototype_;
-  std::deque<TimePoint> restarts_at_;
-  std::uint64_t inputs_in_call_ = 0;
-  bool restarting_ = false;
-  std::exception_ptr failed_again_;
 };
 
 }  // namespace sluice::detail
