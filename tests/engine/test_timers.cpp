@@ -31,6 +31,9 @@ struct CancelTimer {
 struct Fire {  // what a timer delivers
   std::string tag;
 };
+struct CancelOnFire {  // when timer `fire` fires, cancel timer `cancel`
+  std::string fire, cancel;
+};
 
 std::string at_ms(sluice::TimePoint t) {
   return std::to_string(
@@ -43,6 +46,7 @@ std::string at_ms(sluice::TimePoint t) {
 struct Clocked {
   Log* log;
   std::map<std::string, sluice::TimerId> ids;
+  std::map<std::string, std::string> cancel_on_fire;
   void handle_demand(std::size_t, sluice::Context<Ev>&) {}
   void handle_info(std::any& m, sluice::Context<Ev>& ctx) {
     if (auto* a = std::any_cast<After>(&m)) {
@@ -52,8 +56,13 @@ struct Clocked {
     } else if (auto* c = std::any_cast<CancelTimer>(&m)) {
       log->push_back(std::string(ctx.name()) + " cancel " + c->tag + " " +
                      (ctx.cancel_timer(ids[c->tag]) ? "true" : "false"));
+    } else if (auto* o = std::any_cast<CancelOnFire>(&m)) {
+      cancel_on_fire[o->fire] = o->cancel;
     } else if (auto* f = std::any_cast<Fire>(&m)) {
       log->push_back(std::string(ctx.name()) + " " + f->tag + " at " + at_ms(ctx.now()));
+      if (auto it = cancel_on_fire.find(f->tag); it != cancel_on_fire.end())
+        log->push_back(std::string(ctx.name()) + " cancel " + it->second + " " +
+                       (ctx.cancel_timer(ids[it->second]) ? "true" : "false"));
     } else if (auto* s = std::any_cast<StopWith>(&m)) {
       ctx.stop(s->reason);
     }
@@ -69,8 +78,8 @@ struct Fixture {
   sluice::StageRef<void, Ev> p, q;
   std::optional<sluice::Run> run;
   Fixture() {
-    p = e.producer<Ev>("p", Clocked{&log, {}}, demand());
-    q = e.producer<Ev>("q", Clocked{&log, {}}, demand());
+    p = e.producer<Ev>("p", Clocked{&log, {}, {}}, demand());
+    q = e.producer<Ev>("q", Clocked{&log, {}, {}}, demand());
     auto c = e.consumer<Ev>("c", Forwarder{&consumer_log});
     e.subscribe(c, p);
     e.subscribe(c, q);
@@ -141,6 +150,42 @@ TEST_CASE("cancel_timer: true for a pending timer, which then never fires, false
   f.tell(f.p, CancelTimer{"never started"});
   CHECK(f.log == Log{"p cancel cancelled true", "p fired at 10ms", "p cancel fired false",
                      "p cancel cancelled false", "p cancel never started false"});
+}
+
+TEST_CASE("a timer's message that cancels another timer due at the same time stops it") {
+  // Due timers fire one at a time: the second has not fired when the first's message cancels it.
+  Fixture f;
+  f.tell(f.p, After{10ms, "first"});
+  f.tell(f.p, After{10ms, "second"});
+  f.tell(f.p, Every{10ms, "tick"});
+  f.tell(f.p, CancelOnFire{"first", "second"});
+  f.tell(f.p, CancelOnFire{"second", "tick"});  // never: second does not fire
+  f.run->advance(10ms);
+  CHECK(f.log == Log{"p first at 10ms", "p cancel second true", "p tick at 10ms"});
+  f.run->advance(15ms);
+  CHECK(f.log ==
+        Log{"p first at 10ms", "p cancel second true", "p tick at 10ms", "p tick at 20ms"});
+}
+
+TEST_CASE("more timers due at once than a quantum's budget: all fire, in order, over quanta") {
+  Log log, consumer_log;
+  sluice::Engine e;
+  auto p = e.producer<Ev>("p", Clocked{&log, {}, {}}, demand());
+  e.subscribe(e.consumer<Ev>("c", Forwarder{&consumer_log}), p);
+  auto options = manual();
+  options.quantum = 4;
+  auto run = e.start(options);
+  Log expected;
+  for (int i = 0; i < 50; ++i) {
+    const auto tag = std::to_string(i);
+    run.send_info(p, After{1ms * (i % 3), tag});
+    run.run_until_idle();
+  }
+  for (int due = 0; due < 3; ++due)
+    for (int i = due; i < 50; i += 3)
+      expected.push_back("p " + std::to_string(i) + " at " + std::to_string(due) + "ms");
+  run.advance(5ms);
+  CHECK(log == expected);
 }
 
 TEST_CASE("a timer started by a timer's message fires in the same advance if it falls due") {
@@ -229,8 +274,9 @@ TEST_CASE("a stage's timers: cancelled ones leave no memory behind") {
   CHECK(t.pending() == keep.size());
   CHECK(t.slots() <= 2 * t.pending() + 64);
   std::vector<int> fired;
-  t.fire_due(sluice::TimePoint{std::chrono::milliseconds(2'000'000)},
-             [&](std::any m) { fired.push_back(std::any_cast<int>(m)); });
+  while (t.fire_next(sluice::TimePoint{std::chrono::milliseconds(2'000'000)},
+                     [&](std::any m) { fired.push_back(std::any_cast<int>(m)); })) {
+  }
   REQUIRE(fired.size() == keep.size());
   CHECK(fired.front() == 999'000);  // the earliest deadline first
   CHECK(fired.back() == 0);

@@ -234,12 +234,14 @@ class Cell final : public CellBase,
     if (phase_ == Phase::created) start();
     this->poll_cancellations();  // before anything new is dispatched
     drain_external();
-    if (fire_due_timers([this](std::any m) { mail_.ready(mail_.store(std::move(m))); }))
-      settle();  // a timer's message is a plain message (Run::send_info's kind)
+    fire_due_timers(run_.quantum(), [this](std::any m) {
+      mail_.ready(mail_.store(std::move(m)));  // a plain message (Run::send_info's kind),
+      settle();                                // delivered before the next timer fires
+    });
     this->poll_asks();
     const bool more = phase_ < Phase::stopping && this->poll_inputs(run_.quantum());
     settle();
-    return more || this->wants_another_quantum();
+    return more || this->wants_another_quantum() || (timers_left() && phase_ < Phase::stopping);
   }
 
   void start() {

@@ -141,24 +141,35 @@ class CellBase : public Schedulable, public CellControl {
   TimePoint now() const noexcept override { return run_.clock().now(); }
 
  protected:
-  /// The timer service woke this cell (detail/timer_service.hpp, H2): every due timer's message
-  /// goes to `deliver`, in deadline order, then the next wake-up is asked for. One relaxed load
-  /// when no timer is due.
+  /// The timer service woke this cell (detail/timer_service.hpp, H2): due timers fire one at a
+  /// time, each message handed to `deliver`, which delivers it before the next fires (so a
+  /// handler that cancels a timer also due stops it), in deadline order; at most `budget` of
+  /// them, the rest in the next quantum (timers_left()); then the next wake-up is asked for.
+  /// Returns whether any fired. One relaxed load when no timer is due.
   template <class Deliver>
-  bool fire_due_timers(Deliver&& deliver) {
+  bool fire_due_timers(std::size_t budget, Deliver&& deliver) {
     // Relaxed: the flag is set before the service's notify(), whose acq_rel (Schedulable H1)
     // orders it before this quantum; exchange, so a wake that comes meanwhile is not lost.
-    if (!timers_due_.load(std::memory_order_relaxed) ||
-        !timers_due_.exchange(false, std::memory_order_relaxed))  // ordered as the load above
-      return false;
+    if (!timers_left_ && (!timers_due_.load(std::memory_order_relaxed) ||
+                          !timers_due_.exchange(false, std::memory_order_relaxed)))
+      return false;  // (the exchange is ordered as the load above)
     timers_.woken();
-    timers_.fire_due(run_.clock().now(), deliver);
+    const auto now = run_.clock().now();
+    std::size_t fired = 0;
+    while (fired < budget && timers_.fire_next(now, deliver))
+      ++fired;
+    timers_left_ = fired == budget;  // perhaps more are due: another quantum looks
     request_wake();
-    return true;
+    return fired > 0;
   }
+  /// The last quantum's budget ran out before its due timers did.
+  bool timers_left() const noexcept { return timers_left_; }
   /// The stage stops: its timers are cancelled with it (a wake-up already asked for finds the
   /// cell finished and does nothing).
-  void cancel_timers() noexcept { timers_.clear(); }
+  void cancel_timers() noexcept {
+    timers_.clear();
+    timers_left_ = false;
+  }
 
  private:
   void request_wake() {
@@ -282,6 +293,7 @@ class CellBase : public Schedulable, public CellControl {
   Timers timers_;
   // Set by the timer service (timer_service.hpp, H2).
   std::atomic<bool> timers_due_{false};
+  bool timers_left_ = false;  // owner thread: a quantum's budget ran out (fire_due_timers)
   OwnedCounter<std::uint64_t> restarts_;
   // The last restart's reason and time, under the mutex (record_restart, metrics()): taken
   // at a restart and by metrics(), never on the event path.

@@ -44,12 +44,14 @@ class Timers {
   /// Heap slots stored, cancelled timers' included (at most about twice pending()).
   std::size_t slots() const noexcept { return heap_.size(); }
 
-  /// Hands the message of every timer due at `now` to `deliver`, in deadline order (timers due
-  /// at the same time in the order they were started). A periodic timer is started again one
-  /// period after the deadline it fired for; if that is already past (the cell ran late by a
-  /// whole period), one period after `now`: ticks missed are skipped, not delivered in a burst.
+  /// Hands the message of the earliest timer due at `now` to `deliver` (timers due at the same
+  /// time in the order they were started); false if none is due. One at a time, so that what
+  /// `deliver` does (a handler that cancels a timer also due) is seen by the next call; `deliver`
+  /// may also clear() the timers. A periodic timer is started again one period after the
+  /// deadline it fired for; if that is already past (the cell ran late by a whole period), one
+  /// period after `now`: ticks missed are skipped, not delivered in a burst.
   template <class Deliver>
-  void fire_due(TimePoint now, Deliver&& deliver) {
+  bool fire_next(TimePoint now, Deliver&& deliver) {
     while (!heap_.empty() && heap_.front().at <= now) {
       const auto top = pop();
       auto it = live_.find(top.id);
@@ -58,13 +60,15 @@ class Timers {
       if (e.period <= Duration::zero()) {
         auto message = std::move(e.message);
         live_.erase(it);
-        deliver(std::move(message));
-        continue;
+        deliver(std::move(message));  // the timer is gone: nothing of it is touched after
+        return true;
       }
       e.at = e.at + e.period > now ? e.at + e.period : now + e.period;
       push({e.at, top.id});
       deliver(std::any(e.message));  // a copy: the timer keeps its message for the next tick
+      return true;
     }
+    return false;
   }
 
   /// The deadline to ask the timer service to wake the cell at, if it has not been asked for
