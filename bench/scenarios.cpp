@@ -67,6 +67,19 @@ void declare_chain(sluice::Graph& g, const Params& p, Chain c, std::atomic<I64>&
   m.to("sum", Sum{&total}, o);
 }
 
+/// Source → batch of 100 (Stage::batch) → a sink summing each batch.
+void declare_batched(sluice::Graph& g, const Params& p, std::atomic<I64>& total) {
+  g.source("source", counter(p.events))
+      .batch("batch", {.size = 100, .timeout = std::chrono::seconds(1)})
+      .for_each("sum", [&total, sum = I64{0}, seen = I64{0},
+                        n = p.events](const std::vector<I64>& b) mutable {
+        for (auto e : b)
+          sum += e;
+        seen += static_cast<I64>(b.size());
+        if (seen == n) total = sum;
+      });
+}
+
 Outcome run_graph(const sluice::Graph& g, I64 events) {
   auto compiled = g.compile();
   return timed(events, [&] { compiled.run().wait(); });
@@ -405,6 +418,30 @@ std::vector<Scenario> scenarios() {
   chain("chain3_unfused", {1, false}, false, nullptr, false);
   chain("chain4_unfused", {1, true}, false, nullptr, false);
   chain("chain8_unfused", {5, true}, false, nullptr, false);
+  {
+    // Issue 20's target: a batch of 100 between a source and a sink at 0.8 x chain3 or more.
+    const std::string name = "batch100";
+    Scenario b{name,
+               "source -> batch of 100 -> sum of each batch; chain3: source -> map -> sum in the "
+               "same run",
+               [](sluice::Graph& g, const Params& p) {
+                 static std::atomic<I64> t;
+                 declare_batched(g, p, t);
+               },
+               {{"sluice", [name](const Params& p) {
+                   std::atomic<I64> total{0};
+                   sluice::Graph g;
+                   declare_batched(g, p, total);
+                   auto o = run_graph(g, p.events);
+                   const I64 expected = chain_sum(p.events, {0, false});
+                   if (total != expected) wrong(name, "sluice", total, expected);
+                   return o;
+                 }}}};
+    auto c3 = sluice_chain(name, {1, false});
+    c3.engine = "sluice_chain3";
+    b.engines.push_back(std::move(c3));
+    all.push_back(std::move(b));
+  }
   for (auto& t : timer_chain_scenarios())
     all.push_back(std::move(t));
   for (I64 md : {1, 10, 100, 1000, 10000}) {

@@ -8,3 +8,4 @@
 #include <sluice/dispatchers/partition.hpp>
 #include <sluice/engine/engine.hpp>
 #include <sluice/graph/graph.hpp>
+#include <sluice/operators/batch.hpp>

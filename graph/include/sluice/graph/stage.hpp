@@ -17,6 +17,7 @@
 #include <sluice/graph/function_stages.hpp>
 #include <sluice/graph/options.hpp>
 #include <sluice/graph/pull_stream.hpp>
+#include <sluice/operators/batch.hpp>
 
 namespace sluice {
 
@@ -57,6 +58,27 @@ class Stage {
     using R = std::remove_cvref_t<std::ranges::range_value_t<Range>>;
     return chain<R>(std::move(name), StageKind::producer_consumer, "flat_map",
                     detail::FlatMapStage<Out, R, F>{std::move(f)}, std::move(options));
+  }
+
+  /// Groups events into `std::vector<Out>` batches (Broadway's batchers; sluice::Batcher): a
+  /// batch is emitted once it holds `batch.size` events or `batch.timeout` after its first
+  /// event, and the last one when the input ends. Downstream demand counts batches.
+  auto batch(std::string name, BatchOptions batch,
+             StageOptions options = {}) requires(!std::is_void_v<Out>) {
+    return batched(std::move(name), batch, detail::NoKey{}, std::move(options));
+  }
+  /// The same with one open batch per key `key_of(const Out&)` (hashable), emitted as
+  /// `Batch<K, Out>` {key, events, trigger}; at most `batch.max_keys` batches are open (one
+  /// more flushes the oldest).
+  template <class KeyOf>
+  requires(!std::is_void_v<Out>) &&
+      std::invocable<const KeyOf&, const std::conditional_t<std::is_void_v<Out>, int,
+                                                            Out>&> auto batch(std::string name,
+                                                                              KeyOf key_of,
+                                                                              BatchOptions batch,
+                                                                              StageOptions options =
+                                                                                  {}) {
+    return batched(std::move(name), batch, std::move(key_of), std::move(options));
   }
 
   /// A producer_consumer written as a class: `handle_events(std::span<Out>, Context<Next>&)`
@@ -221,6 +243,21 @@ class Stage {
   }
 
   detail::GraphNode& node() const { return graph_->nodes[id_]; }
+
+  template <class KeyOf>
+  auto batched(std::string name, BatchOptions batch, KeyOf key_of, StageOptions options) {
+    using B = Batcher<Out, KeyOf>;
+    const auto problem = detail::batch_options_problem(batch);
+    if (problem) batch = BatchOptions{};  // reported by compile(); the handler is made valid
+    auto s = chain<typename B::output_type>(std::move(name), StageKind::producer_consumer, "batch",
+                                            B(batch, std::move(key_of)), std::move(options));
+    if (problem) {
+      auto& n = s.node();
+      n.problem(problem->first,
+                "stage '" + n.stage.name + "': option " + problem->first + " " + problem->second);
+    }
+    return s;
+  }
 
   std::shared_ptr<detail::GraphData> graph_;
   std::size_t id_;

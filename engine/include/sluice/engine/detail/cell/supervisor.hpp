@@ -109,6 +109,12 @@ class Supervisor {
         staged.clear();                         // (a handle_events call's: its inputs count)
         lost += c.drop_buffer();
       }
+      if constexpr (handler::DiscardsHeld<Handler>) {  // what the handler held (a batch's)
+        try {
+          lost += static_cast<std::uint64_t>(c.handler_.discard_held());
+        } catch (...) {  // the old handler goes regardless
+        }
+      }
       c.lost_.add(lost);
       if constexpr (handler::HandlesTerminate<Handler>) {  // 3
         try {
