@@ -67,9 +67,10 @@ template <class H, class Out>
 concept HandlesDiscarded = requires(H& h, std::span<Out> s) {
   { h.handle_discarded(s) } -> std::convertible_to<bool>;
 };
-/// A stage that holds events outside the engine (a push source's queue): called once when the
-/// stage stops, before handle_terminate; it discards them and returns how many (counted as
-/// `lost`, so Metrics::undelivered includes them).
+/// A stage that holds events outside the engine (a push source's queue, a batch stage's open
+/// batches): called once when the stage stops, before handle_terminate, and when it restarts;
+/// it discards them and returns how many (counted as `lost`, so Metrics::undelivered includes
+/// them).
 template <class H>
 concept DiscardsHeld = requires(H& h) {
   { h.discard_held() } -> std::convertible_to<std::uint64_t>;
