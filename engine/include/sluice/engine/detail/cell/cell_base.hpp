@@ -150,9 +150,12 @@ class CellBase : public Schedulable, public CellControl {
   bool fire_due_timers(std::size_t budget, Deliver&& deliver) {
     // Relaxed: the flag is set before the service's notify(), whose acq_rel (Schedulable H1)
     // orders it before this quantum; exchange, so a wake that comes meanwhile is not lost.
-    if (!timers_left_ && (!timers_due_.load(std::memory_order_relaxed) ||
-                          !timers_due_.exchange(false, std::memory_order_relaxed)))
-      return false;  // (the exchange is ordered as the load above)
+    if (!timers_left_) {
+      if (!timers_due_.load(std::memory_order_relaxed))  // pairs with notify() (H1)
+        return false;
+      if (!timers_due_.exchange(false, std::memory_order_relaxed))  // pairs with notify() (H1)
+        return false;
+    }
     timers_.woken();
     const auto now = run_.clock().now();
     std::size_t fired = 0;
