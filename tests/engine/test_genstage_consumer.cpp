@@ -80,6 +80,32 @@ TEST_CASE("manual demand: each ask of 50 arrives as one batch") {
   CHECK_FALSE(run.done());
 }
 
+/// A Forwarder that asks by hand whatever its subscription says (GenStage's handle_subscribe
+/// returning {:manual, state}).
+struct ManualForwarder : Forwarder {
+  static constexpr sluice::DemandControl demand = sluice::DemandControl::manual;
+};
+
+TEST_CASE("a handler that says demand = manual asks by hand on every subscription") {
+  Log log;
+  sluice::Engine e;
+  auto p = e.producer<Ev>("counter", Counter{&log, 0, -1}, demand());
+  auto c = e.consumer<Ev>("forwarder", ManualForwarder{{&log, "consumed", 50}});
+  e.subscribe(c, p);  // automatic by default: the handler's word wins
+  auto run = e.start(manual());
+  run.run_until_idle();
+  CHECK(only(log, "consumed") == Log{"consumed " + ints(0, 49)});
+  CHECK(only(log, "demand") == Log{"demand 50"});
+  const auto m = run.metrics();
+  REQUIRE(m.edges.size() == 1);
+  CHECK(m.edges[0].manual_demand);
+  run.send_info(c, Ask{0, 50});
+  run.run_until_idle();
+  CHECK(only(log, "consumed") == Log{"consumed " + ints(0, 49), "consumed " + ints(50, 99)});
+  static_assert(sluice::handler::AsksByHand<ManualForwarder>);
+  static_assert(!sluice::handler::AsksByHand<Forwarder>);
+}
+
 TEST_CASE("manual demand beyond max_demand is a stage error naming the stage") {
   Log log;
   sluice::Engine e;

@@ -116,8 +116,8 @@ class Engine {
                        SubscriptionOptions options) {
     if (consumer_id >= plan_.stages.size() || producer_id >= plan_.stages.size())
       throw option_error("subscribe: unknown stage (a StageRef from another engine?)");
-    plan_.subscriptions.push_back(
-        detail::make_subscription_plan<Event>(producer_id, consumer_id, std::move(options)));
+    plan_.subscriptions.push_back(detail::make_subscription_plan<Event>(
+        producer_id, consumer_id, plan_.stages[consumer_id], std::move(options)));
     auto found = detail::subscription_problems(plan_, plan_.subscriptions.size() - 1);
     if (!found.empty()) {
       plan_.subscriptions.pop_back();

@@ -51,6 +51,14 @@ template <class H, class Out>
 concept HandlesSubscribe = requires(H& h, const SubscribeInfo& i, Context<Out>& c) {
   h.handle_subscribe(i, c);
 };
+/// Producer_consumer or consumer: it asks for every event itself with ctx.ask (GenStage's
+/// handle_subscribe returning `{:manual, state}`), saying `static constexpr DemandControl demand
+/// = DemandControl::manual;`. Every subscription it makes then has manual demand, whatever
+/// SubscriptionOptions::demand says: the handler counts on asking, and nothing else would.
+template <class H>
+concept AsksByHand = requires {
+  requires H::demand == DemandControl::manual;
+};
 /// Producer: Run::drain asked it to end its own way (a push source delivers what was pushed).
 /// Without it, a drained producer simply finishes.
 template <class H, class Out>

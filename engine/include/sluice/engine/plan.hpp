@@ -14,7 +14,7 @@ using detail::SubscriptionPlan;
 /// options, handler, dispatcher factory, what the factory said).
 using detail::make_stage_plan;
 /// A subscription's plan for its event type: make_subscription_plan<Event>(producer, consumer,
-/// options).
+/// the consumer's StagePlan, options).
 using detail::make_subscription_plan;
 /// Gives a stage the dispatchers a factory makes (and the one validation asks).
 using detail::set_dispatcher;

@@ -59,7 +59,11 @@ class Run {
   void wait() {
     settle_down();
     if (manual_ && !core_->done())
-      throw std::logic_error("sluice: manual run is idle but not finished (it waits for input)");
+      throw std::logic_error(
+          core_->timers().earliest()
+              ? "sluice: manual run is idle but not finished (it waits for input, or for its "
+                "virtual clock to reach a timer: Run::advance)"
+              : "sluice: manual run is idle but not finished (it waits for input)");
     if (auto e = core_->error()) std::rethrow_exception(e);
   }
 
@@ -381,10 +385,11 @@ StageRef<typename P::output_type, void> Run::attach(const P& producer, std::stri
         detail::make_stage_plan<In, void, Handler>(name, StageKind::consumer, instances, {},
                                                    std::move(handler), {}, unused),
         {}};
-    detail::throw_first(detail::options_problems(c.plan, p.plan, options));
-    const auto sub = detail::make_subscription_plan<In>(producer_id, stages.size(), options);
-    detail::throw_first(detail::memory_problems(name, p.plan.name, options.max_demand,
-                                                sub.edges->ring_bytes(options),
+    const auto sub =
+        detail::make_subscription_plan<In>(producer_id, stages.size(), c.plan, std::move(options));
+    detail::throw_first(detail::options_problems(c.plan, p.plan, sub.options));
+    detail::throw_first(detail::memory_problems(name, p.plan.name, sub.options.max_demand,
+                                                sub.edges->ring_bytes(sub.options),
                                                 instances * p.cells.size()));
     return StageRef<In, void>(attach_stage(std::move(c), sub), owner_);
   }

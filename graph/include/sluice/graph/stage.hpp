@@ -18,6 +18,7 @@
 #include <sluice/graph/options.hpp>
 #include <sluice/graph/pull_stream.hpp>
 #include <sluice/operators/batch.hpp>
+#include <sluice/operators/rate_limit.hpp>
 
 namespace sluice {
 
@@ -79,6 +80,28 @@ class Stage {
                                                                               StageOptions options =
                                                                                   {}) {
     return batched(std::move(name), batch, std::move(key_of), std::move(options));
+  }
+
+  /// Passes events on unchanged, at most `limit.events` per `limit.per` on average and
+  /// `limit.burst` (default: `events`) at once: a token bucket that starts full
+  /// (sluice::RateLimiter). It asks upstream only for what it may pass, so a faster source is
+  /// slowed down by back-pressure and nothing is dropped. One instance (one bucket).
+  Stage<Out, Out> rate_limit(std::string name, RateLimitOptions limit,
+                             StageOptions options = {}) requires(!std::is_void_v<Out>) {
+    const auto problem = detail::rate_limit_options_problem(limit);
+    if (problem) limit = RateLimitOptions{.events = 1};  // reported by compile()
+    auto s = chain<Out>(std::move(name), StageKind::producer_consumer, "rate_limit",
+                        RateLimiter<Out>(limit), std::move(options));
+    auto& n = s.node();
+    if (problem)
+      n.problem(problem->first,
+                "stage '" + n.stage.name + "': option " + problem->first + " " + problem->second);
+    if (n.options.instances != 1)
+      n.problem("instances", "stage '" + n.stage.name +
+                                 "': option instances must be 1 for rate_limit (one bucket for "
+                                 "the stage), got: " +
+                                 std::to_string(n.options.instances));
+    return s;
   }
 
   /// A producer_consumer written as a class: `handle_events(std::span<Out>, Context<Next>&)`

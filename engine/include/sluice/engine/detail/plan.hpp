@@ -72,6 +72,8 @@ struct StagePlan {
   ProducerOptions producer;  // producers and producer_consumers
   std::type_index in = typeid(void), out = typeid(void);
   bool consumes_const = false;  // handle_events takes std::span<const In> (broadcasts need it)
+  /// Its handler asks by hand (handler::AsksByHand): its subscriptions have manual demand.
+  bool asks_by_hand = false;
   /// Makes each instance's dispatcher: a Dispatcher<Out> (set_dispatcher keeps it so); empty
   /// for a consumer.
   std::function<std::unique_ptr<DispatcherBase>()> make_dispatcher;
@@ -220,7 +222,10 @@ StagePlan make_stage_plan(std::string name, StageKind kind, std::size_t instance
   s.producer = producer;
   s.in = typeid(In);
   s.out = typeid(Out);
-  if constexpr (!std::is_void_v<In>) s.consumes_const = handler::ConsumesConst<Handler, In, Out>;
+  if constexpr (!std::is_void_v<In>) {
+    s.consumes_const = handler::ConsumesConst<Handler, In, Out>;
+    s.asks_by_hand = handler::AsksByHand<Handler>;
+  }
   if constexpr (!std::is_void_v<Out>) said = set_dispatcher<Out>(s, std::move(dispatcher));
   s.cells = std::make_shared<HandlerCells<In, Out, Handler>>(std::move(handler));
   return s;

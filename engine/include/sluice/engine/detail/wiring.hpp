@@ -122,11 +122,14 @@ class SubscriptionEdges final : public EdgeFactory {
   }
 };
 
-/// A subscription's plan for `Event`.
+/// A subscription's plan for `Event`: `consumer` is stage `consumer_stage` of the plan. A
+/// consumer whose handler asks by hand gets manual demand (handler::AsksByHand).
 template <class Event>
 SubscriptionPlan make_subscription_plan(std::size_t producer, std::size_t consumer,
+                                        const StagePlan& consumer_stage,
                                         SubscriptionOptions options) {
   static const auto edges = std::make_shared<const SubscriptionEdges<Event>>();
+  if (consumer_stage.asks_by_hand) options.demand = DemandControl::manual;
   return {producer, consumer, std::move(options), typeid(Event), edges};
 }
 

@@ -56,7 +56,8 @@ std::size_t add_stage(GraphData& g, std::string name, StageKind kind, std::strin
 /// A subscription of `g` carrying `Event`s (the Stage types have checked both ends).
 template <class Event>
 void link(GraphData& g, std::size_t producer, std::size_t consumer, SubscriptionOptions options) {
-  g.links.push_back(make_subscription_plan<Event>(producer, consumer, std::move(options)));
+  g.links.push_back(make_subscription_plan<Event>(producer, consumer, g.nodes[consumer].stage,
+                                                  std::move(options)));
 }
 
 /// Gives stage `id` of `g` the dispatchers `factory` makes (`name` for DOT). A factory that
