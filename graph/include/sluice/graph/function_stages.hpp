@@ -98,6 +98,42 @@ struct CollectSink {
   void handle_terminate(const Reason&) { claim->store(false); }
 };
 
+/// The function of Stage::inspect: calls `f` on the event, returns the event.
+template <class T, class F>
+struct Inspect {
+  F f;
+  T operator()(T&& e) {
+    f(std::as_const(e));
+    return std::move(e);
+  }
+  T operator()(const T& e) {
+    f(e);
+    return e;
+  }
+};
+
+/// The function of Stage::scan: folds the event into its accumulator, returns a copy of it.
+template <class T, class Acc, class F>
+struct Scan {
+  Acc acc;
+  F f;
+  Acc operator()(T&& e) {
+    acc = f(std::move(acc), std::move(e));
+    return acc;
+  }
+  Acc operator()(const T& e) requires std::invocable<F&, Acc&&, const T&> {
+    acc = f(std::move(acc), e);
+    return acc;
+  }
+};
+
+/// The function of Stage::merge: the event itself.
+template <class T>
+struct Same {
+  T operator()(T&& e) const { return std::move(e); }
+  T operator()(const T& e) const { return e; }
+};
+
 /// The handlers of the function stages: they never call ctx.ask (manual demand is refused).
 template <class Handler>
 inline constexpr bool is_function_stage = false;

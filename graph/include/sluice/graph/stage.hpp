@@ -1,8 +1,10 @@
 #pragma once
 
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <ranges>
 #include <string>
@@ -19,6 +21,7 @@
 #include <sluice/graph/pull_stream.hpp>
 #include <sluice/operators/batch.hpp>
 #include <sluice/operators/rate_limit.hpp>
+#include <sluice/operators/take.hpp>
 
 namespace sluice {
 
@@ -101,6 +104,61 @@ class Stage {
                                  "': option instances must be 1 for rate_limit (one bucket for "
                                  "the stage), got: " +
                                  std::to_string(n.options.instances));
+    return s;
+  }
+
+  /// Passes on the first `n` events, then ends: downstream once they are dispatched, upstream
+  /// by cancelling its subscriptions, so a source with no other subscriber stops (Akka's take;
+  /// sluice::Take). It asks upstream only for the events it still wants. One instance.
+  Stage<Out, Out> take(std::string name, std::int64_t n,
+                       StageOptions options = {}) requires(!std::is_void_v<Out>) {
+    auto s = chain<Out>(std::move(name), StageKind::producer_consumer, "take",
+                        Take<Out>(std::max<std::int64_t>(n, 0)), std::move(options));
+    auto& node = s.node();
+    if (n < 0)
+      node.problem("n", "stage '" + node.stage.name +
+                            "': option n must be at least 0, got: " + std::to_string(n));
+    if (node.options.instances != 1)
+      node.problem("instances", "stage '" + node.stage.name +
+                                    "': option instances must be 1 for take (one count), got: " +
+                                    std::to_string(node.options.instances));
+    return s;
+  }
+
+  /// Calls `f(const Out&)` for each event and passes the event on unchanged (Akka's wireTap,
+  /// Rust's inspect): logging, counting, checks. A function stage (it may be fused).
+  template <class F>
+  requires(!std::is_void_v<Out>) &&
+      std::invocable<F&, const std::conditional_t<std::is_void_v<Out>, int, Out>&> Stage<
+          Out, Out> inspect(std::string name, F f, StageOptions options = {}) {
+    return chain<Out>(std::move(name), StageKind::producer_consumer, "inspect",
+                      detail::MapStage<Out, Out, detail::Inspect<Out, F>>{{std::move(f)}},
+                      std::move(options));
+  }
+
+  /// Emits each running result of `acc = f(acc, event)`, starting from `init` (Stream.scan,
+  /// Akka's scan): a running sum, a count, the latest state. Each instance keeps its own
+  /// accumulator (a restarted instance starts again from `init`). A function stage.
+  template <class Acc, class F>
+  requires(!std::is_void_v<Out>) auto scan(std::string name, Acc init, F f,
+                                           StageOptions options = {}) {
+    static_assert(std::is_convertible_v<std::invoke_result_t<F&, Acc&&, Out&&>, Acc>,
+                  "scan: f(acc, event) must return the new accumulator");
+    return chain<Acc>(
+        std::move(name), StageKind::producer_consumer, "scan",
+        detail::MapStage<Out, Acc, detail::Scan<Out, Acc, F>>{{std::move(init), std::move(f)}},
+        std::move(options));
+  }
+
+  /// Fan-in as a stage of its own: one stage passing on the events of this stage and of every
+  /// one of `others` (all emitting Out), each producer's in its order (Flow's merge). The same
+  /// as chaining a pass-through stage and calling subscribe for each other producer; use
+  /// subscribe for per-subscription options.
+  template <class... Others>
+  requires(!std::is_void_v<Out>) Stage<Out, Out> merge(std::string name, const Others&... others) {
+    auto s = chain<Out>(std::move(name), StageKind::producer_consumer, "merge",
+                        detail::MapStage<Out, Out, detail::Same<Out>>{{}}, {});
+    (s.subscribe(others), ...);
     return s;
   }
 
