@@ -17,6 +17,8 @@
 
 #include <sluice/sluice.hpp>
 
+#include <sys/resource.h>
+
 namespace sluice_bench {
 
 using I64 = std::int64_t;
@@ -109,6 +111,26 @@ Outcome timed(I64 events, F&& f) {
   return {events, std::chrono::duration<double>(Clock::now() - t0).count(), {}};
 }
 
+/// The CPU time of the whole process (every thread, user + system), in seconds.
+inline double process_cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto s = [](const timeval& t) { return double(t.tv_sec) + double(t.tv_usec) * 1e-6; };
+  return s(u.ru_utime) + s(u.ru_stime);
+}
+
+/// Wall time and process CPU time from construction on.
+class CpuMeter {
+ public:
+  double seconds() const { return std::chrono::duration<double>(Clock::now() - wall_).count(); }
+  /// The CPU used since construction, in percent of one core.
+  double percent() const { return 100.0 * (process_cpu_seconds() - cpu_) / seconds(); }
+
+ private:
+  Clock::time_point wall_ = Clock::now();
+  double cpu_ = process_cpu_seconds();
+};
+
 /// The wordcount scenario (wordcount.cpp).
 Scenario wordcount_scenario();
 
@@ -116,6 +138,8 @@ Scenario wordcount_scenario();
 std::vector<Scenario> timer_chain_scenarios();
 /// timers_lone, timers_fire and timers_idle (timers.cpp): timers firing, and pending.
 std::vector<Scenario> timer_scenarios();
+/// rate_limit_1m (rate_limit.cpp): a rate limit of 1 M events/s on the real clock.
+Scenario rate_limit_scenario();
 
 /// Every scenario, in the order sluice-bench lists and runs them.
 std::vector<Scenario> scenarios();

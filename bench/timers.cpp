@@ -21,7 +21,6 @@
 #include "scenarios.hpp"
 #include "tbb_baselines.hpp"
 #include <support/stages.hpp>
-#include <sys/resource.h>
 
 namespace sluice_bench {
 namespace {
@@ -32,26 +31,6 @@ using namespace std::chrono_literals;
                         const std::string& what) {
   throw std::runtime_error(scenario + " / " + engine + ": " + what);
 }
-
-/// The CPU time of the whole process (every thread, user + system), in seconds.
-double process_cpu_seconds() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  auto s = [](const timeval& t) { return double(t.tv_sec) + double(t.tv_usec) * 1e-6; };
-  return s(u.ru_utime) + s(u.ru_stime);
-}
-
-/// Wall time and process CPU time from construction on.
-class CpuMeter {
- public:
-  double seconds() const { return std::chrono::duration<double>(Clock::now() - wall_).count(); }
-  /// The CPU used since construction, in percent of one core.
-  double percent() const { return 100.0 * (process_cpu_seconds() - cpu_) / seconds(); }
-
- private:
-  Clock::time_point wall_ = Clock::now();
-  double cpu_ = process_cpu_seconds();
-};
 
 /// splitmix64: the timers' random delays, the same sequence in every run.
 struct Random {
