@@ -82,11 +82,7 @@ struct Pass {
 
 Outcome measured(const std::string& engine, sluice::Graph& g, I64 n, std::atomic<I64>& total) {
   auto compiled = g.compile();
-  const CpuMeter meter;
-  compiled.run().wait();
-  Outcome o;
-  o.seconds = meter.seconds();
-  o.cpu_percent = meter.percent();
+  auto o = run_metered(compiled);
   o.events = n;
   if (total != n * (n - 1) / 2)
     throw std::runtime_error("rate_limit_1m / " + engine + ": wrong sum " +

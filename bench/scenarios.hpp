@@ -131,6 +131,17 @@ class CpuMeter {
   double cpu_ = process_cpu_seconds();
 };
 
+/// Runs `compiled` once to its end: the wall time and the process's CPU over the run.
+template <class Compiled>
+Outcome run_metered(Compiled& compiled) {
+  const CpuMeter meter;
+  compiled.run().wait();
+  Outcome o;
+  o.seconds = meter.seconds();
+  o.cpu_percent = meter.percent();
+  return o;
+}
+
 /// The wordcount scenario (wordcount.cpp).
 Scenario wordcount_scenario();
 

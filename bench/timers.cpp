@@ -120,11 +120,7 @@ Outcome run_firing(const std::string& scenario, I64 stages, I64 pending, I64 fir
   sluice::Graph g;
   declare_firing(g, fired, pending, firings, max_delay);
   auto compiled = g.compile();
-  const CpuMeter meter;
-  compiled.run().wait();
-  Outcome o;
-  o.seconds = meter.seconds();
-  o.cpu_percent = meter.percent();
+  auto o = run_metered(compiled);
   for (auto& f : fired) {
     if (f.early != 0) wrong(scenario, "sluice", numbered("timers fired early: ", f.early));
     o.events += f.count;

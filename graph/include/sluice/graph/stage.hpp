@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <ranges>
 #include <string>
 #include <type_traits>
@@ -95,15 +96,8 @@ class Stage {
     if (problem) limit = RateLimitOptions{.events = 1};  // reported by compile()
     auto s = chain<Out>(std::move(name), StageKind::producer_consumer, "rate_limit",
                         RateLimiter<Out>(limit), std::move(options));
-    auto& n = s.node();
-    if (problem)
-      n.problem(problem->first,
-                "stage '" + n.stage.name + "': option " + problem->first + " " + problem->second);
-    if (n.options.instances != 1)
-      n.problem("instances", "stage '" + n.stage.name +
-                                 "': option instances must be 1 for rate_limit (one bucket for "
-                                 "the stage), got: " +
-                                 std::to_string(n.options.instances));
+    report(s.node(), problem);
+    one_instance(s.node(), "rate_limit", "one bucket for the stage");
     return s;
   }
 
@@ -118,10 +112,7 @@ class Stage {
     if (n < 0)
       node.problem("n", "stage '" + node.stage.name +
                             "': option n must be at least 0, got: " + std::to_string(n));
-    if (node.options.instances != 1)
-      node.problem("instances", "stage '" + node.stage.name +
-                                    "': option instances must be 1 for take (one count), got: " +
-                                    std::to_string(node.options.instances));
+    one_instance(node, "take", "one count");
     return s;
   }
 
@@ -191,12 +182,7 @@ class Stage {
         chain<void>(std::move(name), StageKind::consumer, "collect",
                     detail::CollectSink<Out, Container>{&out, claim.taken}, std::move(options));
     graph_->claims.push_back(std::move(claim));
-    auto& node = s.node();
-    if (node.options.instances != 1)
-      node.problem("instances", "stage '" + node.stage.name +
-                                    "': option instances must be 1 for collect (one container), "
-                                    "got: " +
-                                    std::to_string(node.options.instances));
+    one_instance(s.node(), "collect", "one container");
     return s;
   }
 
@@ -325,6 +311,20 @@ class Stage {
 
   detail::GraphNode& node() const { return graph_->nodes[id_]; }
 
+  /// An operator's invalid option, if any (its handler was made with valid ones), for compile().
+  static void report(detail::GraphNode& n,
+                     const std::optional<std::pair<std::string, std::string>>& problem) {
+    if (problem)
+      n.problem(problem->first,
+                "stage '" + n.stage.name + "': option " + problem->first + " " + problem->second);
+  }
+  /// An operator whose state is the whole stage's (`why`) has one instance.
+  static void one_instance(detail::GraphNode& n, const char* op, const char* why) {
+    if (n.options.instances != 1)
+      n.problem("instances", "stage '" + n.stage.name + "': option instances must be 1 for " + op +
+                                 " (" + why + "), got: " + std::to_string(n.options.instances));
+  }
+
   template <class KeyOf>
   auto batched(std::string name, BatchOptions batch, KeyOf key_of, StageOptions options) {
     using B = Batcher<Out, KeyOf>;
@@ -332,11 +332,7 @@ class Stage {
     if (problem) batch = BatchOptions{};  // reported by compile(); the handler is made valid
     auto s = chain<typename B::output_type>(std::move(name), StageKind::producer_consumer, "batch",
                                             B(batch, std::move(key_of)), std::move(options));
-    if (problem) {
-      auto& n = s.node();
-      n.problem(problem->first,
-                "stage '" + n.stage.name + "': option " + problem->first + " " + problem->second);
-    }
+    report(s.node(), problem);
     return s;
   }
 

@@ -16,6 +16,7 @@
 #include <sluice/engine/errors.hpp>
 #include <sluice/engine/options.hpp>
 #include <sluice/engine/time.hpp>
+#include <sluice/operators/detail/manual_inputs.hpp>
 
 namespace sluice {
 
@@ -53,7 +54,7 @@ inline std::optional<std::pair<std::string, std::string>> rate_limit_options_pro
 
 /// The rate limit stage's timer (a timer's message): enough tokens may be in to ask again.
 struct RateLimitTick {};
-/// The rate limit stage's first timer: its subscriptions are known.
+/// The rate limit stage's first timer: its subscriptions are known (ManualInputs::subscribed).
 struct RateLimitStart {};
 
 /// A token bucket on a clock: `burst` tokens at most, one more every `per / events`, counted
@@ -138,13 +139,7 @@ class RateLimiter {
         step_(step_of(options_)) {}
 
   void handle_subscribe(const SubscribeInfo& info, Context<T>& ctx) {
-    if (!info.upstream) return;
-    if (subs_.size() <= info.subscription) subs_.resize(info.subscription + 1);
-    subs_[info.subscription] = {info.options.max_demand, 0, true};
-    // The first asks wait until every subscription is known (the stage's next turn), so that
-    // the first one does not take the whole bucket.
-    if (!started_) ctx.send_after(Duration::zero(), detail::RateLimitStart{});
-    started_ = true;
+    inputs_.subscribed(info, ctx, detail::RateLimitStart{});
   }
   void handle_events(std::span<T> in, SubscriptionId from, Context<T>& ctx) {
     passed(in.size(), from, ctx.now());
@@ -167,25 +162,13 @@ class RateLimiter {
   }
   /// A closed subscription's outstanding events will not come: their tokens are free again.
   void handle_cancel(const CancelInfo& info, Context<T>& ctx) {
-    if (!info.upstream || info.subscription >= subs_.size()) return;
-    auto& s = subs_[info.subscription];
-    if (!s.open) return;
-    s.open = false;
-    outstanding_ -= s.outstanding;
-    s.outstanding = 0;
-    ask_more(ctx);
+    if (inputs_.closed(info)) ask_more(ctx);
   }
 
   /// Tokens in the bucket as of the last event, tick or subscription (for tests).
   std::int64_t tokens() const noexcept { return bucket_.tokens(); }
 
  private:
-  struct Subscription {
-    std::int64_t max_demand = 0;
-    std::int64_t outstanding = 0;  // asked, not yet received
-    bool open = false;
-  };
-
   static RateLimitOptions checked(RateLimitOptions o) {
     if (auto p = detail::rate_limit_options_problem(o))
       throw option_error("RateLimitOptions::" + p->first + " " + p->second);
@@ -206,49 +189,42 @@ class RateLimiter {
     const auto k = static_cast<std::int64_t>(n);
     bucket_.refill(now);
     bucket_.take(k);
-    outstanding_ -= k;
-    if (from < subs_.size()) subs_[from].outstanding -= k;
+    inputs_.received(from, k);
   }
 
   void ask_more(Context<T>& ctx) {
     bucket_.refill(ctx.now());  // step 1
-    std::size_t open = 0;
-    for (auto& s : subs_)
-      open += s.open ? 1 : 0;
+    const auto open = static_cast<std::int64_t>(inputs_.open());
     if (open == 0) return;
-    const auto share =
-        (bucket_.burst() + static_cast<std::int64_t>(open) - 1) / static_cast<std::int64_t>(open);
-    auto room = [&](const Subscription& s) {
+    const auto& subs = inputs_.subscriptions();
+    const auto share = (bucket_.burst() + open - 1) / open;
+    auto room = [&](const detail::ManualInputs::Subscription& s) {
       return s.open ? std::min(s.max_demand, share) - s.outstanding : 0;
     };
-    auto free = bucket_.tokens() - outstanding_;  // step 2
+    auto free = bucket_.tokens() - inputs_.outstanding();  // step 2
     if (free >= step_ || bucket_.tokens() >= bucket_.burst()) {
-      // Step 3: round robin from where the last round stopped, an even part of what is left
+      // Step 3: round robin from where the last round started, an even part of what is left
       // to each subscription in turn.
       auto left = open;
-      for (std::size_t k = 0; k < subs_.size() && free > 0; ++k) {
-        const auto id = (next_ + k) % subs_.size();
-        auto& s = subs_[id];
-        if (!s.open) continue;
-        const auto part =
-            (free + static_cast<std::int64_t>(left) - 1) / static_cast<std::int64_t>(left);
+      for (std::size_t k = 0; k < subs.size() && free > 0; ++k) {
+        const auto id = (next_ + k) % subs.size();
+        if (!subs[id].open) continue;
+        const auto part = (free + left - 1) / left;
         --left;
-        const auto n = std::min(part, room(s));
+        const auto n = std::min(part, room(subs[id]));
         if (n <= 0) continue;
-        s.outstanding += n;
-        outstanding_ += n;
+        inputs_.ask(ctx, id, n);
         free -= n;
-        ctx.ask(static_cast<SubscriptionId>(id), n);
       }
-      next_ = (next_ + 1) % subs_.size();
+      next_ = (next_ + 1) % subs.size();
     }
     // Step 4.
     if (armed_) return;
     bool wants = false;
-    for (auto& s : subs_)
+    for (auto& s : subs)
       wants = wants || room(s) > 0;
     if (!wants) return;  // an arrival calls us again
-    const auto target = std::min(bucket_.burst(), outstanding_ + step_);
+    const auto target = std::min(bucket_.burst(), inputs_.outstanding() + step_);
     if (bucket_.tokens() >= target) return;  // full: asked above as far as rooms allow
     ctx.send_after(bucket_.until(target), detail::RateLimitTick{});
     armed_ = true;
@@ -257,11 +233,9 @@ class RateLimiter {
   RateLimitOptions options_;
   detail::TokenBucket bucket_;
   std::int64_t step_;
-  std::vector<Subscription> subs_;
-  std::int64_t outstanding_ = 0;  // over all subscriptions
-  std::size_t next_ = 0;          // where step 3's round robin starts
-  bool armed_ = false;            // the stage's timer is pending
-  bool started_ = false;          // RateLimitStart is sent
+  detail::ManualInputs inputs_;
+  std::size_t next_ = 0;  // where step 3's round robin starts
+  bool armed_ = false;    // the stage's timer is pending
 };
 
 }  // namespace sluice

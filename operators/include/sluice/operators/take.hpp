@@ -14,11 +14,12 @@
 #include <sluice/engine/errors.hpp>
 #include <sluice/engine/options.hpp>
 #include <sluice/engine/time.hpp>
+#include <sluice/operators/detail/manual_inputs.hpp>
 
 namespace sluice {
 
 namespace detail {
-/// The take stage's first timer: its subscriptions are known.
+/// The take stage's first timer: its subscriptions are known (ManualInputs::subscribed).
 struct TakeStart {};
 }  // namespace detail
 
@@ -43,11 +44,7 @@ class Take {
   }
 
   void handle_subscribe(const SubscribeInfo& info, Context<T>& ctx) {
-    if (!info.upstream) return;
-    if (subs_.size() <= info.subscription) subs_.resize(info.subscription + 1);
-    subs_[info.subscription] = {info.options.max_demand, 0, true};
-    if (!started_) ctx.send_after(Duration::zero(), detail::TakeStart{});
-    started_ = true;
+    inputs_.subscribed(info, ctx, detail::TakeStart{});
   }
   void handle_events(std::span<T> in, SubscriptionId from, Context<T>& ctx) {
     const auto k = received(in.size(), from);
@@ -64,21 +61,13 @@ class Take {
   void handle_info(std::any& message, Context<T>& ctx) {
     if (std::any_cast<detail::TakeStart>(&message) != nullptr) next(ctx);
   }
-  void handle_cancel(const CancelInfo& info, Context<T>&) {
-    if (info.upstream && info.subscription < subs_.size()) subs_[info.subscription].open = false;
-  }
+  void handle_cancel(const CancelInfo& info, Context<T>&) { inputs_.closed(info); }
 
  private:
-  struct Subscription {
-    std::int64_t max_demand = 0;
-    std::int64_t outstanding = 0;
-    bool open = false;
-  };
-
   /// Step 2: how many of `n` events from `from` pass.
   std::ptrdiff_t received(std::size_t n, SubscriptionId from) noexcept {
     const auto got = static_cast<std::int64_t>(n);
-    if (from < subs_.size()) subs_[from].outstanding -= got;
+    inputs_.received(from, got);
     const auto k = std::min(got, left_);
     left_ -= k;
     return static_cast<std::ptrdiff_t>(k);
@@ -90,19 +79,16 @@ class Take {
       ctx.finish();
       return;
     }
-    for (std::size_t id = 0; id < subs_.size(); ++id) {
-      auto& s = subs_[id];
-      if (!s.open) continue;
-      const auto n = std::min(s.max_demand, left_) - s.outstanding;
-      if (n <= 0) continue;
-      s.outstanding += n;
-      ctx.ask(static_cast<SubscriptionId>(id), n);
+    const auto& subs = inputs_.subscriptions();
+    for (std::size_t id = 0; id < subs.size(); ++id) {
+      if (!subs[id].open) continue;
+      const auto n = std::min(subs[id].max_demand, left_) - subs[id].outstanding;
+      if (n > 0) inputs_.ask(ctx, id, n);
     }
   }
 
   std::int64_t left_;  // events still wanted
-  std::vector<Subscription> subs_;
-  bool started_ = false;
+  detail::ManualInputs inputs_;
 };
 
 }  // namespace sluice
