@@ -230,6 +230,45 @@ TEST_CASE("rate_limit: fan-in shares the bucket between the producers, an idle o
   CHECK(run.done());
 }
 
+TEST_CASE("rate_limit: two idle producers leave the third its share, and its rate") {
+  Released out;
+  sluice::Graph g;
+  auto [a_in, a] = g.push_source<int>("a", 100);
+  auto [b_in, b] = g.push_source<int>("b", 100);
+  auto [c_in, c] = g.push_source<int>("c", 100);
+  auto limit = a.rate_limit("limit", {.events = 4, .per = 100ms});  // share: 4 / 3 = 1 each
+  limit.subscribe(b).subscribe(c);
+  limit.to("out", Stamp{&out});
+  auto run = g.run({.manual = true});
+  for (int e = 1; e <= 5; ++e)
+    REQUIRE(c_in.try_push(int(e)));
+  run.run_until_idle();
+  run.advance(200ms);
+  // a and b hold 1 token each for good; c passes the other 2 at once, then one every 25 ms.
+  CHECK(show(out) == show({{1, 0}, {2, 0}, {3, 25}, {4, 50}, {5, 75}}));
+  a_in.close();
+  b_in.close();
+  c_in.close();
+  run.run_until_idle();
+  CHECK(run.done());
+}
+
+TEST_CASE("rate_limit: a burst below the number of inputs fails the stage, saying so") {
+  sluice::Graph g;
+  auto [a_in, a] = g.push_source<int>("a", 100);
+  auto [b_in, b] = g.push_source<int>("b", 100);
+  a.rate_limit("limit", {.events = 10, .per = 1s, .burst = 1})
+      .subscribe(b)
+      .for_each("out", [](int) {});
+  auto run = g.run({.manual = true});
+  run.run_until_idle();
+  CHECK_THROWS_WITH_AS(run.wait(),
+                       "stage 'limit': rate_limit: burst 1 is below its 2 inputs: each input "
+                       "needs a token to be asked for (raise burst, or merge the inputs in "
+                       "front of it)",
+                       sluice::stage_error);
+}
+
 TEST_CASE("rate_limit: the same release times as a single-threaded token bucket (40 seeds)") {
   for (unsigned seed = 1; seed <= 40; ++seed) {
     CAPTURE(seed);

@@ -120,11 +120,15 @@ class TokenBucket {
 ///     (so what arrives can always pass at once, and never more than burst pass at once).
 ///  3. If at least `step` are free (step = events per millisecond, between 1 and burst / 2), or
 ///     the bucket is full, they are asked for, shared between the open subscriptions: each may
-///     have at most its max_demand, and burst / (open subscriptions) rounded up, outstanding, so
-///     an idle producer cannot hold every token.
+///     have at most its max_demand, and burst / (open subscriptions) rounded down, outstanding,
+///     so the idle producers together always leave at least that share to the others (a stage
+///     whose burst is below its number of inputs fails on its first turn, saying so).
 ///  4. Otherwise, if a subscription could take more, the stage's one timer is armed for when
 ///     `step` more are free: a fast limiter wakes about once per millisecond, a slow one when
 ///     each token is in.
+/// The bucket counts events where they enter the stage: events beyond what its subscribers ask
+/// wait in its output buffer, so a consumer that stalls and resumes can receive up to twice
+/// burst at once (docs/OPERATORS.md).
 /// Events pass in the order they arrive. A stage with several instances limits each on its
 /// own; Stage::rate_limit has one.
 template <class T>
@@ -158,6 +162,12 @@ class RateLimiter {
       armed_ = false;
     else if (std::any_cast<detail::RateLimitStart>(&message) == nullptr)
       return;
+    else if (static_cast<std::int64_t>(inputs_.open()) > bucket_.burst())
+      throw stage_error(std::string(ctx.name()),
+                        "rate_limit: burst " + std::to_string(bucket_.burst()) + " is below its " +
+                            std::to_string(inputs_.open()) +
+                            " inputs: each input needs a token to be asked for (raise burst, or "
+                            "merge the inputs in front of it)");
     ask_more(ctx);
   }
   /// A closed subscription's outstanding events will not come: their tokens are free again.
@@ -197,7 +207,7 @@ class RateLimiter {
     const auto open = static_cast<std::int64_t>(inputs_.open());
     if (open == 0) return;
     const auto& subs = inputs_.subscriptions();
-    const auto share = (bucket_.burst() + open - 1) / open;
+    const auto share = std::max<std::int64_t>(bucket_.burst() / open, 1);
     auto room = [&](const detail::ManualInputs::Subscription& s) {
       return s.open ? std::min(s.max_demand, share) - s.outstanding : 0;
     };
