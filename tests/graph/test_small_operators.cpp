@@ -52,7 +52,7 @@ TEST_CASE("take: the first n events, then an endless source is stopped") {
   CHECK(m.undelivered() == 0);
 }
 
-TEST_CASE("take: asks for what it still wants, in chunks of max_demand") {
+TEST_CASE("take: with max_demand below n, asks for no more than it passes") {
   std::vector<int> out;
   sluice::Graph g;
   g.source("numbers", endless()).take("first", 2500, {.max_demand = 1000}).collect("out", out);
