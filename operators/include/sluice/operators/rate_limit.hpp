@@ -138,9 +138,8 @@ class RateLimiter {
   static constexpr DemandControl demand = DemandControl::manual;
   /// option_error for an invalid option.
   explicit RateLimiter(RateLimitOptions options)
-      : options_(checked(options)),
-        bucket_(options_.events, options_.per, options_.effective_burst()),
-        step_(step_of(options_)) {}
+      : bucket_(checked(options).events, options.per, options.effective_burst()),
+        step_(step_of(options)) {}
 
   void handle_subscribe(const SubscribeInfo& info, Context<T>& ctx) {
     inputs_.subscribed(info, ctx, detail::RateLimitStart{});
@@ -175,11 +174,8 @@ class RateLimiter {
     if (inputs_.closed(info)) ask_more(ctx);
   }
 
-  /// Tokens in the bucket as of the last event, tick or subscription (for tests).
-  std::int64_t tokens() const noexcept { return bucket_.tokens(); }
-
  private:
-  static RateLimitOptions checked(RateLimitOptions o) {
+  static const RateLimitOptions& checked(const RateLimitOptions& o) {
     if (auto p = detail::rate_limit_options_problem(o))
       throw option_error("RateLimitOptions::" + p->first + " " + p->second);
     return o;
@@ -240,7 +236,6 @@ class RateLimiter {
     armed_ = true;
   }
 
-  RateLimitOptions options_;
   detail::TokenBucket bucket_;
   std::int64_t step_;
   detail::ManualInputs inputs_;
