@@ -1,7 +1,9 @@
 // Supervised restarts (StageOptions::restart, Engine::supervise; engine/DESIGN.md 12), on manual
 // runs and the virtual clock: what is restarted and when, what the new instance is told, what is
 // counted as lost, that demand is restored, and when a failure escalates.
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <stdexcept>
 
@@ -344,11 +346,46 @@ TEST_CASE("bad input: restart options are checked before anything runs") {
                        sluice::option_error);
   auto run = e.start(manual());
   run.wait();  // the refused policies left the stage as it was
-  auto m = e.consumer<Ev>("by_hand", Forwarder{&log});
-  e.subscribe(m, p, {.demand = sluice::DemandControl::manual});
-  CHECK_THROWS_WITH_AS(e.supervise(m, {.restart = Restart::on_failure}),
-                       doctest::Contains("option restart: a stage that asks by hand"),
-                       sluice::option_error);
+}
+
+/// A consumer that asks by hand, two at a time, for what max_demand leaves beyond what its
+/// predecessor has outstanding (SubscribeInfo::outstanding); fails on its first `failures`
+/// chunks.
+struct ByHand {
+  Log* log;
+  std::shared_ptr<int> failures;
+  void handle_subscribe(const sluice::SubscribeInfo& i, sluice::Context<void>& ctx) {
+    log->push_back("subscribed, outstanding " + std::to_string(i.outstanding));
+    for (auto want = i.options.max_demand - i.outstanding; want > 0; want -= 2)
+      ctx.ask(i.subscription, std::min<std::int64_t>(want, 2));
+  }
+  void handle_events(std::span<Ev> evs, sluice::SubscriptionId from, sluice::Context<void>& ctx) {
+    if (*failures > 0) {
+      --*failures;
+      throw std::runtime_error("bad chunk");
+    }
+    log->push_back("consumed " + fmt(evs));
+    ctx.ask(from, static_cast<std::int64_t>(evs.size()));
+  }
+};
+
+TEST_CASE("a stage that asks by hand is told after a restart what is still coming to it") {
+  Log plog, log, warnings;
+  sluice::Engine e;
+  auto p = e.producer<Ev>("counter", Counter{&plog, 0, 10}, demand());
+  auto c = e.consumer<Ev>("by_hand", ByHand{&log, std::make_shared<int>(1)});
+  e.subscribe(c, p, {.max_demand = 4, .demand = sluice::DemandControl::manual});
+  e.supervise(c, {.restart = Restart::on_failure});
+  auto run = e.start(manual(&warnings));
+  run.wait();
+  // The first chunk (0,1) failed; 2,3 was asked and on its way: the new handler asks only
+  // what max_demand leaves (asking 4 again would exceed it, and fail the stage).
+  CHECK(log == Log{"subscribed, outstanding 0", "subscribed, outstanding 2", "consumed 2,3",
+                   "consumed 4,5", "consumed 6,7", "consumed 8,9"});
+  const auto m = run.metrics().stages[1];
+  CHECK(m.restarts == 1);
+  CHECK(m.lost == 2);
+  CHECK(m.stop_reason == "normal");
 }
 
 }  // TEST_SUITE("engine.restarts")

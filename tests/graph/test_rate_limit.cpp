@@ -398,10 +398,6 @@ TEST_CASE("rate_limit: bad options are option_errors naming the stage and the op
   CHECK(refused({.events = 5}, {.instances = 2}) ==
         "stage 'limit': option instances must be 1 for rate_limit (one bucket for the stage), "
         "got: 2");
-  CHECK(refused({.events = 5}, {.restart = sluice::Restart::on_failure}) ==
-        "stage 'limit' subscribing to 'src': option restart: a stage that asks by hand (manual "
-        "demand) cannot be restarted: what it asked is still outstanding, and a new handler "
-        "would ask again");
   CHECK(refused({.events = 5}) == "compiled");
   // The class refuses them too (the engine API).
   CHECK_THROWS_WITH_AS(sluice::RateLimiter<int>({.events = 0}),

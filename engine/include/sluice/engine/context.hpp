@@ -3,6 +3,7 @@
 #include <any>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <ranges>
@@ -45,6 +46,10 @@ struct SubscribeInfo {
   std::size_t subscriber = 0;       ///< producer side: the subscriber's id
   std::string_view peer;            ///< the other stage's name
   SubscriptionOptions options;
+  /// A manual subscription told again after a restart (engine/DESIGN.md 12, step 5): what the
+  /// failed handler asked and has not received yet. It is still coming; the new handler counts
+  /// it as its own rather than asking again. 0 otherwise.
+  std::int64_t outstanding = 0;
 };
 
 namespace detail {
@@ -91,6 +96,9 @@ class CellControl {
   /// it is positive (engine/DESIGN.md 11). Owner thread.
   virtual TimerId start_timer(Duration delay, Duration period, std::any message) = 0;
   virtual bool cancel_timer(TimerId id) = 0;
+  /// A failure that cost `lost` events and nothing else (engine/DESIGN.md 12, resume). Owner
+  /// thread; rethrows `error` when the stage's restart policy does not allow it.
+  virtual void resume_after(std::exception_ptr error, std::uint64_t lost) = 0;
   /// The run's clock (virtual in a manual run).
   virtual TimePoint now() const noexcept = 0;
 
@@ -230,6 +238,15 @@ class Context {
   /// Cancels a timer of this stage instance: true if it was pending (it will not fire), false if
   /// it had fired (a send_after) or was cancelled already (`Process.cancel_timer`).
   bool cancel_timer(TimerId id) { return cell_->cancel_timer(id); }
+  /// A failure that cost `lost` events but left the handler's state good (one call of a
+  /// map_blocking stage threw): the stage goes on with the same handler (Akka's
+  /// `Supervision.Resume`) when its restart policy (StageOptions::restart) covers failures and
+  /// has room within `max_restarts` per `restart_window`; the events are counted `lost`, the
+  /// failure counted in `resumes` and toward the restart intensity, and logged with its reason.
+  /// Otherwise it rethrows `error`, and the stage fails as if the callback had thrown it.
+  void resume_after(std::exception_ptr error, std::uint64_t lost) {
+    cell_->resume_after(std::move(error), lost);
+  }
   /// The run's clock: std::chrono::steady_clock, or in a manual run a virtual clock that starts
   /// at TimePoint{} and that only Run::advance moves.
   TimePoint now() const noexcept { return cell_->now(); }

@@ -59,6 +59,15 @@ template <class H>
 concept AsksByHand = requires {
   requires H::demand == DemandControl::manual;
 };
+/// Producer_consumer or consumer: it decides itself when it is done, saying `static constexpr bool
+/// finishes_itself = true;`. When its last input ends, the engine does not finish it (section 6
+/// of engine/DESIGN.md): the handler, which learns of each end in handle_cancel, calls
+/// ctx.finish() once the work it holds outside the engine is done (a map_blocking stage whose
+/// calls are still running). A cancel mode that stops the stage still stops it.
+template <class H>
+concept FinishesItself = requires {
+  requires H::finishes_itself;
+};
 /// Producer: Run::drain asked it to end its own way (a push source delivers what was pushed).
 /// Without it, a drained producer simply finishes.
 template <class H, class Out>

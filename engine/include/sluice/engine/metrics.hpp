@@ -34,6 +34,9 @@ struct StageMetrics {
   std::uint64_t restarts = 0;
   std::string last_restart_reason;
   TimePoint last_restart_at{};
+  /// Failures that cost only their events and left the handler in place (Context::resume_after:
+  /// a map_blocking call that threw), counted toward max_restarts as restarts are.
+  std::uint64_t resumes = 0;
 };
 
 /// One subscription (edge).

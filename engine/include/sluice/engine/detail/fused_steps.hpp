@@ -72,6 +72,9 @@ class HostControl final : public CellControl {
     return cell_->start_timer(delay, period, std::move(message));
   }
   bool cancel_timer(TimerId id) override { return cell_->cancel_timer(id); }
+  void resume_after(std::exception_ptr error, std::uint64_t lost) override {
+    cell_->resume_after(std::move(error), lost);
+  }
   TimePoint now() const noexcept override { return cell_->now(); }
   void cancel(SubscriptionId id, Reason reason) override {
     host_stopped();
@@ -315,7 +318,7 @@ class FusedHandler {
       return;
     }
     if (subscribed_++ > 0) return;
-    const SubscribeInfo info{true, 0, 0, sub_.peer, sub_.options};
+    const SubscribeInfo info{true, 0, 0, sub_.peer, sub_.options, 0};
     host_->subscribe(info, control(ctx));
   }
   /// Once: when the last of the head's subscriptions closes, or when one closing stops the

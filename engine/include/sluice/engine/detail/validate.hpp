@@ -189,10 +189,6 @@ inline std::vector<Problem> options_problems(const StagePlan& c, const StagePlan
     return one("min_demand", "option min_demand must be equal to or less than " +
                                  std::to_string(o.max_demand - 1) +
                                  ", got: " + std::to_string(*o.min_demand));
-  if (o.demand == DemandControl::manual && c.restart.restart != Restart::never)
-    return one("restart",
-               "option restart: a stage that asks by hand (manual demand) cannot be restarted: "
-               "what it asked is still outstanding, and a new handler would ask again");
   const DispatcherBase& d = *p.dispatcher;
   if (o.selector.has_value() && o.selector.type() != d.selector_type())
     return one("selector",

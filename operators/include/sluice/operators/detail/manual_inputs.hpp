@@ -28,7 +28,8 @@ class ManualInputs {
   void subscribed(const SubscribeInfo& info, Context<Out>& ctx, Start start) {
     if (!info.upstream) return;
     if (subs_.size() <= info.subscription) subs_.resize(info.subscription + 1);
-    subs_[info.subscription] = {info.options.max_demand, 0, true};
+    subs_[info.subscription] = {info.options.max_demand, info.outstanding, true};
+    outstanding_ += info.outstanding;  // after a restart: what the failed handler asked
     if (!started_) ctx.send_after(Duration::zero(), start);
     started_ = true;
   }

@@ -122,6 +122,9 @@ class Cell final : public CellBase,
     if constexpr (has_out) return this->mode_;
     return DemandMode::forward;
   }
+  void resume_after(std::exception_ptr error, std::uint64_t lost) override {
+    this->resume(std::move(error), lost);
+  }
   void ask(SubscriptionId id, std::int64_t n) override {
     if constexpr (has_in) {
       if (const auto k = this->in_.manual_ask(name_, id, n); k > 0)

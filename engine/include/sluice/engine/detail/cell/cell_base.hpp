@@ -202,6 +202,7 @@ class CellBase : public Schedulable, public CellControl {
     m.accumulating = accumulating_.get() != 0;
     m.busy_seconds = static_cast<double>(busy_ns_.get()) * 1e-9;
     m.restarts = restarts_.get();
+    m.resumes = resumes_.get();
     if (m.restarts > 0) {
       std::lock_guard lock(restart_mutex_);
       m.last_restart_reason = last_restart_reason_;
@@ -259,6 +260,9 @@ class CellBase : public Schedulable, public CellControl {
     restarts_.add(1);
   }
 
+  /// A resume (engine/DESIGN.md 12): counted for metrics().
+  void record_resume() noexcept { resumes_.add(1); }
+
   void mark_finished(const Reason& reason) {
     stop_reason_ = reason;
     finished_.store(true, std::memory_order_release);  // pairs with the acquires in metrics()
@@ -298,6 +302,7 @@ class CellBase : public Schedulable, public CellControl {
   std::atomic<bool> timers_due_{false};
   bool timers_left_ = false;  // owner thread: a quantum's budget ran out (fire_due_timers)
   OwnedCounter<std::uint64_t> restarts_;
+  OwnedCounter<std::uint64_t> resumes_;
   // The last restart's reason and time, under the mutex (record_restart, metrics()): taken
   // at a restart and by metrics(), never on the event path.
   mutable std::mutex restart_mutex_;

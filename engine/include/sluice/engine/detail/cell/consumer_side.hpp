@@ -51,7 +51,7 @@ class ConsumerSide : public InPort<In> {
       auto& s = in_[id];
       told_ = id + 1;  // a restart in this call tells the new handler of it, not of later ones
       if constexpr (handler::HandlesSubscribe<typename C::handler_type, typename C::output_type>) {
-        const SubscribeInfo info{true, id, 0, s.producer, s.options};
+        const SubscribeInfo info{true, id, 0, s.producer, s.options, 0};
         c.invoke([&](auto& ctx) { c.handler_.handle_subscribe(info, ctx); });
       }
       if (!s.manual()) ask_upstream(s, s.demand.subscribe());
@@ -67,7 +67,7 @@ class ConsumerSide : public InPort<In> {
            ++id) {
         auto& s = in_[id];
         if (!s.open) continue;
-        const SubscribeInfo info{true, id, 0, s.producer, s.options};
+        const SubscribeInfo info{true, id, 0, s.producer, s.options, s.manual() ? s.asked : 0};
         c.invoke([&](auto& ctx) { c.handler_.handle_subscribe(info, ctx); });
       }
     }
@@ -207,7 +207,8 @@ class ConsumerSide : public InPort<In> {
   }
 
   /// handle_cancel, then the cancel mode (GENSTAGE.md 1.10). A producer's normal end closes
-  /// only that subscription: the stage finishes when all its inputs have ended.
+  /// only that subscription: the stage finishes when all its inputs have ended (unless its
+  /// handler finishes itself: handler::FinishesItself).
   void subscription_closed(SubscriptionId id, CancelInfo::Origin origin, const Reason& reason,
                            bool own_cancel) {
     auto& c = self();
@@ -219,7 +220,7 @@ class ConsumerSide : public InPort<In> {
     if (stops_on_close(in_[id].options.cancel, reason, own_cancel)) {
       c.cascading_ = true;  // GenStage: "consumer ... is stopping after receiving cancel"
       c.stop(reason);
-    } else if (in_.open() == 0) {
+    } else if (in_.open() == 0 && !handler::FinishesItself<typename C::handler_type>) {
       if constexpr (C::is_producer_consumer)
         c.finish();  // end downstream after everything emitted so far is dispatched
       else           // a refusal stays visible as the stop reason (Run::attach's caller reads it)

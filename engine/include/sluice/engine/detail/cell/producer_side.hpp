@@ -105,7 +105,7 @@ class ProducerSide : public OutPort<Out> {
     auto& c = self();
     told_ = std::max(told_, id + 1);  // a restart in this call tells the new handler of it
     if constexpr (handler::HandlesSubscribe<typename C::handler_type, Out>) {
-      const SubscribeInfo info{false, 0, id, out_[id].consumer, out_[id].options};
+      const SubscribeInfo info{false, 0, id, out_[id].consumer, out_[id].options, 0};
       c.invoke([&](auto& ctx) { c.handler_.handle_subscribe(info, ctx); });
       if (c.phase_ >= Phase::stopping) return;
     }
@@ -393,7 +393,7 @@ class ProducerSide : public OutPort<Out> {
       for (SubscriberId id = 0; id < told_ && c.phase_ < Phase::stopping && !c.failed_again_;
            ++id) {
         if (!out_[id].open) continue;
-        const SubscribeInfo info{false, 0, id, out_[id].consumer, out_[id].options};
+        const SubscribeInfo info{false, 0, id, out_[id].consumer, out_[id].options, 0};
         c.invoke([&](auto& ctx) { c.handler_.handle_subscribe(info, ctx); });
       }
     }

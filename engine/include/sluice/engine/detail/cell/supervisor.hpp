@@ -61,6 +61,22 @@ class Supervisor {
     return restarts_at_.size() < static_cast<std::size_t>(restart_.max_restarts);
   }
 
+  /// Resume (Context::resume_after): a failure that cost `lost` events and not the handler's
+  /// state. Step 1 decides as for a restart (otherwise `e` is rethrown: invoke's catch then
+  /// comes to the same decision, so the stage fails); the events are counted lost, the failure
+  /// counts toward the intensity and in `resumes`, and is logged; the handler stays.
+  void resume(std::exception_ptr e, std::uint64_t lost) {
+    auto& c = self();
+    const auto reason = Reason::error(what_of(e));
+    if (restarting_ || !may_restart(reason)) std::rethrow_exception(e);
+    restarts_at_.push_back(c.run_.clock().now());
+    c.lost_.add(lost);
+    c.record_resume();
+    c.run_.log(LogLevel::warning, "stage '" + c.name_ + "' resumed " + intensity() +
+                                      " after: " + reason.message + " (" + std::to_string(lost) +
+                                      " events lost)");
+  }
+
   /// Steps 2-7: the failed instance's handler replaced by a fresh copy, its subscriptions kept.
   /// A failure of the new handler in steps 5-6 goes round again (step 1 decides), so a handler
   /// that always fails escalates once the intensity is spent.
@@ -85,6 +101,16 @@ class Supervisor {
     } catch (...) {
       return "unknown exception";
     }
+  }
+
+  /// "(k of at most m within w ms)": the restarts and resumes within the window.
+  std::string intensity() const {
+    return "(" + std::to_string(restarts_at_.size()) + " of at most " +
+           std::to_string(restart_.max_restarts) + " within " +
+           std::to_string(
+               std::chrono::duration_cast<std::chrono::milliseconds>(restart_.restart_window)
+                   .count()) +
+           " ms)";
   }
 
   void restart_as(Reason reason) {
@@ -127,14 +153,8 @@ class Supervisor {
       std::construct_at(&c.handler_, std::move(fresh));
       const auto said = reason.is_error() ? reason.message : std::string("normal");
       c.record_restart(said, now);
-      c.run_.log(LogLevel::warning,
-                 "stage '" + c.name_ + "' restarted (" +  // the name carries the instance's #i
-                     std::to_string(restarts_at_.size()) + " of at most " +
-                     std::to_string(restart_.max_restarts) + " within " +
-                     std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        restart_.restart_window)
-                                        .count()) +
-                     " ms) after: " + said);
+      c.run_.log(LogLevel::warning,  // the name carries the instance's #i
+                 "stage '" + c.name_ + "' restarted " + intensity() + " after: " + said);
       failed_again_ = nullptr;
       c.resubscribe_subscriptions();  // 5
       c.resubscribe_subscribers();
