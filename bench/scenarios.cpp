@@ -582,6 +582,7 @@ std::vector<Scenario> scenarios() {
   for (auto& t : timer_scenarios())
     all.push_back(std::move(t));
   all.push_back(rate_limit_scenario());
+  all.push_back(map_blocking_scenario());
   all.push_back(wordcount_scenario());
   return all;
 }

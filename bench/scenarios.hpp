@@ -151,6 +151,8 @@ std::vector<Scenario> timer_chain_scenarios();
 std::vector<Scenario> timer_scenarios();
 /// rate_limit_1m (rate_limit.cpp): a rate limit of 1 M events/s on the real clock.
 Scenario rate_limit_scenario();
+/// map_blocking_1ms (map_blocking.cpp): 1 ms blocking calls, concurrency 64, on the real clock.
+Scenario map_blocking_scenario();
 
 /// Every scenario, in the order sluice-bench lists and runs them.
 std::vector<Scenario> scenarios();

@@ -9,5 +9,6 @@
 #include <sluice/engine/engine.hpp>
 #include <sluice/graph/graph.hpp>
 #include <sluice/operators/batch.hpp>
+#include <sluice/operators/map_blocking.hpp>
 #include <sluice/operators/rate_limit.hpp>
 #include <sluice/operators/take.hpp>

@@ -21,6 +21,7 @@
 #include <sluice/graph/options.hpp>
 #include <sluice/graph/pull_stream.hpp>
 #include <sluice/operators/batch.hpp>
+#include <sluice/operators/map_blocking.hpp>
 #include <sluice/operators/rate_limit.hpp>
 #include <sluice/operators/take.hpp>
 
@@ -160,6 +161,40 @@ class Stage {
                                                        StageOptions options = {}) {
     return chain<Next>(std::move(name), StageKind::producer_consumer, "class", std::move(handler),
                        std::move(options));
+  }
+
+  /// `f(Out) -> R` for each event, a blocking function (I/O, a database, a library that
+  /// sleeps) run on up to `blocking.concurrency` threads of the stage's own, outside the
+  /// engine's workers; emits the results in input order (`ordered`, the default) or as the
+  /// calls return (GenStage's ConsumerSupervisor, Akka's mapAsync; sluice::BlockingMap). `f` is
+  /// called from several threads at once. It asks upstream for exactly its free slots. A call
+  /// that throws fails the stage, or with a restart policy costs only its event
+  /// (Context::resume_after). One instance.
+  template <class F>
+  requires(!std::is_void_v<Out>) &&
+      std::invocable<const F&,
+                     std::conditional_t<std::is_void_v<Out>, int,
+                                        Out>&&> auto map_blocking(std::string name, F f,
+                                                                  MapBlockingOptions blocking,
+                                                                  StageOptions options = {}) {
+    static_assert(!std::is_void_v<std::invoke_result_t<const F&, Out&&>>,
+                  "map_blocking: the function must return the new event (for_each_blocking "
+                  "calls one that returns nothing)");
+    return blocking_stage(std::move(name), std::move(f), blocking, std::move(options),
+                          "map_blocking");
+  }
+  /// A sink calling the blocking `f(Out)` on up to `blocking.concurrency` threads of its own, as
+  /// map_blocking does (`ordered` has nothing to order). One instance.
+  template <class F>
+  requires(!std::is_void_v<Out>) &&
+      std::invocable<const F&, std::conditional_t<std::is_void_v<Out>, int, Out>&&> Stage<
+          Out, void> for_each_blocking(std::string name, F f, MapBlockingOptions blocking,
+                                       StageOptions options = {}) {
+    static_assert(std::is_void_v<std::invoke_result_t<const F&, Out&&>>,
+                  "for_each_blocking: the function must return nothing (map_blocking emits what "
+                  "it returns)");
+    return blocking_stage(std::move(name), std::move(f), blocking, std::move(options),
+                          "for_each_blocking");
   }
 
   /// A sink calling `f(event)` for each event.
@@ -323,6 +358,27 @@ class Stage {
     if (n.options.instances != 1)
       n.problem("instances", "stage '" + n.stage.name + "': option instances must be 1 for " + op +
                                  " (" + why + "), got: " + std::to_string(n.options.instances));
+  }
+
+  template <class F>
+  auto blocking_stage(std::string name, F f, MapBlockingOptions blocking, StageOptions options,
+                      const char* op) {
+    using B = BlockingMap<Out, F>;
+    using Next = typename B::output_type;
+    auto problem = detail::map_blocking_options_problem(blocking);
+    if (!problem && blocking.concurrency > options.max_demand)
+      problem = std::pair{std::string("concurrency"),
+                          "(" + std::to_string(blocking.concurrency) + ") exceeds max_demand (" +
+                              std::to_string(options.max_demand) +
+                              "): no more events than max_demand can be asked for at once "
+                              "(raise max_demand)"};
+    if (problem) blocking.concurrency = 1;  // reported by compile(); the handler is made valid
+    auto s = chain<Next>(std::move(name),
+                         std::is_void_v<Next> ? StageKind::consumer : StageKind::producer_consumer,
+                         op, B(std::move(f), blocking), std::move(options));
+    report(s.node(), problem);
+    one_instance(s.node(), op, "one pool of threads for the stage");
+    return s;
   }
 
   template <class KeyOf>
