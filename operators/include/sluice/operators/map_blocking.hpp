@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <any>
 #include <atomic>
+#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <new>
 #include <optional>
 #include <semaphore>
 #include <span>
@@ -102,7 +104,7 @@ class BlockingPool {
 
   /// Step 1.
   void submit(std::uint64_t seq, In event) {
-    jobs_.enqueue(Job{seq, std::move(event)});
+    if (!jobs_.enqueue(Job{seq, std::move(event)})) throw std::bad_alloc();
     ready_.release();
   }
   /// Step 4: the flag cleared; then take() until it returns false.
@@ -149,16 +151,28 @@ class BlockingPool {
       } catch (...) {
         r.error = std::current_exception();
       }
-      done_.enqueue(std::move(r));
+      // Out of memory, a result or a wake-up is tried again until it goes (or the stage
+      // stops): none may be dropped, or the stage would wait for it for ever.
+      while (!done_.enqueue(std::move(r)))
+        if (!pause()) return;
       // acq_rel: pairs with wake_taken()'s exchange (step 4).
       if (!wake_pending_.exchange(true, std::memory_order_acq_rel)) {
-        try {
-          waker_.wake(MapBlockingReady{});
-        } catch (...) {  // out of memory posting it: the next result wakes the stage
-          wake_pending_.store(false, std::memory_order_release);
+        for (;;) {
+          try {
+            waker_.wake(MapBlockingReady{});
+            break;
+          } catch (...) {
+            if (!pause()) return;
+          }
         }
       }
     }
+  }
+  /// After a failed allocation: false once stopping.
+  bool pause() noexcept {
+    if (stopping_.load(std::memory_order_acquire)) return false;  // pairs with stop()
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return true;
   }
 
   const F f_;  // called from every worker at once: through a const reference
@@ -206,7 +220,9 @@ class BlockingMap {
   static constexpr bool finishes_itself = true;
 
   /// option_error for a concurrency below 1.
-  BlockingMap(F f, MapBlockingOptions options) : f_(std::move(f)), options_(checked(options)) {}
+  BlockingMap(F f, MapBlockingOptions options) : f_(std::move(f)), options_(checked(options)) {
+    if constexpr (std::is_void_v<output_type>) options_.ordered = false;  // nothing to order
+  }
   /// A copy (a stage instance's, a restart's) starts with no pool and nothing in flight.
   BlockingMap(const BlockingMap& o) : f_(o.f_), options_(o.options_) {}
   BlockingMap(BlockingMap&&) noexcept = default;
@@ -228,12 +244,21 @@ class BlockingMap {
   requires std::same_as<std::remove_const_t<E>, In>
   void handle_events(std::span<E> events, SubscriptionId from, Context<output_type>&) {
     inputs_.received(from, static_cast<std::int64_t>(events.size()));
-    for (auto& e : events) {
-      if constexpr (std::is_const_v<E>)
-        pool_->submit(next_seq_++, e);
-      else
-        pool_->submit(next_seq_++, std::move(e));
-      ++in_flight_;
+    std::uint64_t submitted = 0;
+    try {
+      for (auto& e : events) {
+        if constexpr (std::is_const_v<E>)
+          pool_->submit(next_seq_, e);
+        else
+          pool_->submit(next_seq_, std::move(e));
+        ++next_seq_;
+        ++in_flight_;
+        ++submitted;
+      }
+    } catch (...) {  // out of memory: the call's inputs are counted where a failed call's are
+      in_flight_ -= submitted;  // (its edge, or a restart), not again as held; the stage
+      pool_->stop();            // fails or restarts, and ignores its calls' results
+      throw;
     }
   }
 
@@ -276,13 +301,16 @@ class BlockingMap {
   /// were passed on in this callback waits for the next one (an info to itself), so that those
   /// are dispatched even if the failure stops the stage.
   void collect(Context<output_type>& ctx) {
+    if (!pool_) return;  // a restarted handler with no input left: it has no calls
+    bool passed = false;
     if (failed_) {
       auto r = std::move(*failed_);
       failed_.reset();
       pass_on(r, ctx);
+      passed = true;
     }
     pool_->wake_taken();
-    bool passed = false;
+    passed = pass_on_ordered(passed, ctx);  // what waited behind the failed one
     Result r;
     while (!failed_ && pool_->take(r)) {
       if (!options_.ordered) {
@@ -290,16 +318,22 @@ class BlockingMap {
         continue;
       }
       waiting_[r.seq % waiting_.size()] = std::move(r);
-      while (!failed_) {
-        auto& slot = waiting_[next_out_ % waiting_.size()];
-        if (!slot) break;
-        auto ready = std::move(*slot);
-        slot.reset();
-        ++next_out_;
-        passed = pass_on_or_defer(ready, passed, ctx);
-      }
+      passed = pass_on_ordered(passed, ctx);
     }
     if (failed_) ctx.async_info(detail::MapBlockingReady{});
+  }
+  /// Ordered: the results that are next in input order, until one is missing or fails.
+  bool pass_on_ordered(bool passed, Context<output_type>& ctx) {
+    if (!options_.ordered) return passed;
+    while (!failed_) {
+      auto& slot = waiting_[next_out_ % waiting_.size()];
+      if (!slot) break;
+      auto ready = std::move(*slot);
+      slot.reset();
+      ++next_out_;
+      passed = pass_on_or_defer(ready, passed, ctx);
+    }
+    return passed;
   }
   /// Returns whether a result has been passed on in this callback.
   bool pass_on_or_defer(Result& r, bool passed, Context<output_type>& ctx) {
@@ -311,12 +345,11 @@ class BlockingMap {
     return true;
   }
   void pass_on(Result& r, Context<output_type>& ctx) {
+    if (r.error)  // step 4: rethrows when the policy says fail; the event is still in flight
+      ctx.resume_after(std::move(r.error), 1);  // then, and discard_held counts it lost
+    else if constexpr (!std::is_void_v<output_type>)
+      ctx.emit(std::move(*r.value));
     --in_flight_;
-    if (r.error) {
-      ctx.resume_after(std::move(r.error), 1);  // step 4: rethrows when the policy says fail
-      return;
-    }
-    if constexpr (!std::is_void_v<output_type>) ctx.emit(std::move(*r.value));
   }
 
   /// Steps 1 and 5.

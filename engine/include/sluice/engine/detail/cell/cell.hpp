@@ -436,6 +436,12 @@ class Cell final : public CellBase,
     cancel_timers();
     this->end_all(reason);
     this->cancel_all(reason);
+    if constexpr (handler::DiscardsHeld<Handler>) {  // step 3: what the handler held (a batch
+      try {                                          // stage's, a map_blocking stage's calls)
+        lost_.add(static_cast<std::uint64_t>(handler_.discard_held()));
+      } catch (...) {  // keep stopping
+      }
+    }
     try {
       this->publish_output_gauges();
     } catch (...) {  // a dispatcher's count threw: the gauges stay as they were

@@ -220,7 +220,8 @@ class ConsumerSide : public InPort<In> {
     if (stops_on_close(in_[id].options.cancel, reason, own_cancel)) {
       c.cascading_ = true;  // GenStage: "consumer ... is stopping after receiving cancel"
       c.stop(reason);
-    } else if (in_.open() == 0 && !handler::FinishesItself<typename C::handler_type>) {
+    } else if (in_.open() == 0 && (!handler::FinishesItself<typename C::handler_type> ||
+                                   reason.kind == Reason::Kind::refused)) {
       if constexpr (C::is_producer_consumer)
         c.finish();  // end downstream after everything emitted so far is dispatched
       else           // a refusal stays visible as the stop reason (Run::attach's caller reads it)

@@ -367,12 +367,6 @@ class ProducerSide : public OutPort<Out> {
       c.lost_.add(out_.discard_all());
     } catch (...) {  // an event's destructor threw: keep stopping
     }
-    if constexpr (handler::DiscardsHeld<typename C::handler_type>) {
-      try {
-        c.lost_.add(static_cast<std::uint64_t>(c.handler_.discard_held()));
-      } catch (...) {  // keep stopping
-      }
-    }
   }
 
   // ---- a restart (engine/DESIGN.md 12) ----------------------------------------------------------

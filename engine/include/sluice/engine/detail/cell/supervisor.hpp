@@ -41,6 +41,10 @@ class Supervisor {
       if (!failed_again_) failed_again_ = std::move(e);
       return;
     }
+    if (refused_ && e == refused_) {  // a resume refused: decided already, it escalates
+      refused_ = nullptr;
+      std::rethrow_exception(e);
+    }
     auto reason = Reason::error(what_of(e));
     if (!may_restart(reason)) std::rethrow_exception(e);  // escalates: fail(), as without one
     restart(std::move(reason));
@@ -68,7 +72,11 @@ class Supervisor {
   void resume(std::exception_ptr e, std::uint64_t lost) {
     auto& c = self();
     const auto reason = Reason::error(what_of(e));
-    if (restarting_ || !may_restart(reason)) std::rethrow_exception(e);
+    if (restarting_) std::rethrow_exception(e);  // the new handler failed: step 7 decides
+    if (!may_restart(reason)) {
+      refused_ = e;  // handler_failed escalates it without deciding again (time moves on)
+      std::rethrow_exception(e);
+    }
     restarts_at_.push_back(c.run_.clock().now());
     c.lost_.add(lost);
     c.record_resume();
@@ -161,6 +169,10 @@ class Supervisor {
       if (!failed_again_) c.restore_demand();  // 6
       if (!failed_again_) {
         c.lost_.add(inputs);
+        // A handler that finishes itself learns of its inputs' ends from handle_cancel; with
+        // none left open it would never hear of one: it is done (section 6, step 1).
+        if constexpr (handler::FinishesItself<Handler>)
+          if (!c.has_open_input()) c.finish();
         return;
       }
       auto e = std::exchange(failed_again_, nullptr);
@@ -171,6 +183,7 @@ class Supervisor {
 
   RestartOptions restart_;
   std::shared_ptr<const Handler> prototype_;  // null: no policy
+  std::exception_ptr refused_;                // the failure a resume refused, on its way out
   std::deque<TimePoint> restarts_at_;         // the restarts within the window
 };
 
