@@ -14,6 +14,7 @@
 #include <mutex>
 #include <numeric>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -150,6 +151,73 @@ TEST_CASE("map_blocking ordered: a failure resumed behind later results, at the 
   CHECK(out == std::vector<int>{0, 2});
   CHECK(stage(run.metrics(), "parse").resumes == 1);
   check_accounted(run.metrics(), "numbers", "out");
+}
+
+TEST_CASE("map_blocking: random inputs give a single-threaded map's results (30 seeds)") {
+  // 1-3 sources merged (or one broadcast, whose events are shared and copied in), random
+  // lengths, concurrency, max_demand and call lengths. Ordered: each source's results in its
+  // order (a stage receives different sources' events interleaved); unordered: the same results.
+  for (std::uint32_t seed = 1; seed <= 30; ++seed) {
+    CAPTURE(seed);
+    std::mt19937 rng(seed);
+    auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+    const int sources = pick(1, 3);
+    const bool broadcast = sources == 1 && pick(0, 1) == 1;
+    const int concurrency = pick(1, 16);
+    const bool ordered = pick(0, 1) == 1;
+    const std::int64_t max_demand = pick(concurrency, 64);
+    CAPTURE(sources);
+    CAPTURE(broadcast);
+    CAPTURE(concurrency);
+    CAPTURE(ordered);
+    std::vector<std::vector<int>> inputs(static_cast<std::size_t>(sources));
+    for (int k = 0; k < sources; ++k)
+      for (int i = pick(0, 400); i > 0; --i)
+        inputs[static_cast<std::size_t>(k)].push_back(k * 1'000'000 + pick(0, 999'999));
+    auto f = [](int x) {
+      for (int i = x % 4; i > 0; --i)  // calls of different lengths
+        std::this_thread::yield();
+      return std::to_string(x);
+    };
+    std::vector<std::string> out;
+    sluice::Graph g;
+    auto first = g.source("s0", sluice::from_range(inputs[0]));
+    if (broadcast) first.broadcast();
+    if (sources == 1) {
+      first
+          .map_blocking("blocking", f, {.concurrency = concurrency, .ordered = ordered},
+                        {.max_demand = max_demand})
+          .collect("out", out);
+      if (broadcast) first.for_each("other", [](int) {});
+    } else {
+      auto s1 = g.source("s1", sluice::from_range(inputs[1]));
+      auto merged = sources == 2
+                        ? first.merge("merged", s1)
+                        : first.merge("merged", s1, g.source("s2", sluice::from_range(inputs[2])));
+      merged
+          .map_blocking("blocking", f, {.concurrency = concurrency, .ordered = ordered},
+                        {.max_demand = max_demand})
+          .collect("out", out);
+    }
+    g.run().wait();
+    std::vector<std::string> expected;
+    for (auto& input : inputs)
+      for (int x : input)
+        expected.push_back(f(x));
+    if (ordered) {  // each source's results in its own order
+      for (int k = 0; k < sources; ++k) {
+        std::vector<std::string> mine, theirs;
+        for (int x : inputs[static_cast<std::size_t>(k)])
+          theirs.push_back(f(x));
+        for (auto& r : out)
+          if (std::stoi(r) / 1'000'000 == k) mine.push_back(r);
+        CHECK(mine == theirs);
+      }
+    }
+    std::sort(out.begin(), out.end());
+    std::sort(expected.begin(), expected.end());
+    CHECK(out == expected);
+  }
 }
 
 TEST_CASE("map_blocking unordered passes each result on as its call returns") {
