@@ -24,9 +24,12 @@
 
 #include <doctest/doctest.h>
 
+#include <support/compile_error.hpp>
 #include <unistd.h>
 
 using namespace std::chrono_literals;
+
+using sluice_test::compile_error;
 
 namespace {
 
@@ -60,15 +63,6 @@ class Rendezvous {
   int n_, in_ = 0;
   bool open_ = false;
 };
-
-std::string compile_error(sluice::Graph& g) {
-  try {
-    g.compile();
-  } catch (const sluice::option_error& e) {
-    return e.what();
-  }
-  return "compiled";
-}
 
 const sluice::StageMetrics& stage(const sluice::Metrics& m, const std::string& name) {
   for (auto& s : m.stages)

@@ -11,7 +11,11 @@
 
 #include <doctest/doctest.h>
 
+#include <support/compile_error.hpp>
+
 using namespace std::chrono_literals;
+
+using sluice_test::compile_error;
 
 namespace {
 
@@ -25,15 +29,6 @@ const sluice::EdgeMetrics& edge(const sluice::Metrics& m, const std::string& con
     if (e.consumer == consumer) return e;
   FAIL("no edge into " << consumer);
   return m.edges.front();
-}
-
-std::string compile_error(sluice::Graph& g) {
-  try {
-    g.compile();
-  } catch (const sluice::option_error& e) {
-    return e.what();
-  }
-  return "compiled";
 }
 
 }  // namespace
