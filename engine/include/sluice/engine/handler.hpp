@@ -85,7 +85,8 @@ concept HandlesDiscarded = requires(H& h, std::span<Out> s) {
   { h.handle_discarded(s) } -> std::convertible_to<bool>;
 };
 /// A stage that holds events outside the engine (a push source's queue, a batch stage's open
-/// batches): called once when the stage stops, before handle_terminate, and when it restarts;
+/// batches, a map_blocking stage's calls): called once when the stage stops, before
+/// handle_terminate, and when it restarts;
 /// it discards them and returns how many (counted as `lost`, so Metrics::undelivered includes
 /// them).
 template <class H>
