@@ -71,10 +71,12 @@ class Supervisor {
   /// counts toward the intensity and in `resumes`, and is logged; the handler stays.
   void resume(std::exception_ptr e, std::uint64_t lost) {
     auto& c = self();
-    const auto reason = Reason::error(what_of(e));
     if (restarting_) std::rethrow_exception(e);  // the new handler failed: step 7 decides
+    const auto reason = Reason::error(what_of(e));
     if (!may_restart(reason)) {
-      refused_ = e;  // handler_failed escalates it without deciding again (time moves on)
+      // handler_failed escalates it without deciding again (time moves on); without a policy
+      // invoke rethrows it and nothing is kept.
+      if (supervised()) refused_ = e;
       std::rethrow_exception(e);
     }
     restarts_at_.push_back(c.run_.clock().now());
